@@ -1,0 +1,103 @@
+"""Named security limits.
+
+Every bound the relay enforces on untrusted input lives here, with its default. The
+facility can change them in the ``[limits]`` table of ``relay.toml``; ``docs/protocol.md``
+documents each one and what happens when a peer exceeds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from relay.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # -- wire ------------------------------------------------------------------------
+    max_frame_bytes: int = 65_536
+    """Largest WebSocket message accepted, in bytes (larger: close 1009)."""
+    max_str_bytes: int = 16_384
+    """Longest msgpack string, in bytes."""
+    max_bin_bytes: int = 0
+    """Longest msgpack bin value; 0 because protocol v1 carries no binary fields."""
+    max_array_len: int = 64
+    """Most items in one msgpack array."""
+    max_map_len: int = 32
+    """Most pairs in one msgpack map."""
+    max_depth: int = 4
+    """Deepest nesting of containers (the envelope itself is depth 1)."""
+    max_text_chars: int = 4_000
+    """Longest chat text, in Unicode code points."""
+    max_id_chars: int = 64
+    """Longest identifier (message id, session id, participant id)."""
+    max_reason_chars: int = 500
+    """Longest free-text reason (ending a session)."""
+    # -- connections -----------------------------------------------------------------
+    hello_timeout_s: float = 10.0
+    """A connection must send ``hello`` within this time."""
+    ping_interval_s: float = 20.0
+    """The relay pings every connection this often."""
+    idle_timeout_s: float = 60.0
+    """A connection silent (no frame, no pong) for this long is closed."""
+    max_connections_per_principal: int = 8
+    """Most simultaneous connections of one certificate (across classes)."""
+    tls_handshake_timeout_s: float = 10.0
+    """A TLS handshake must finish within this time."""
+    # -- sessions --------------------------------------------------------------------
+    history_limit: int = 20_000
+    """Events kept per class for resume; older ones are not replayed."""
+    dedup_window: int = 4_096
+    """Message ids remembered per sender to suppress resent duplicates."""
+    outbox_limit: int = 4_096
+    """Decided-but-undelivered batches queued per class before senders are slowed."""
+    send_queue_limit: int = 8_192
+    """Frames queued for one slow receiver before it is disconnected."""
+    msgs_per_second: float = 20.0
+    """Sustained chat/hand messages per second per participant."""
+    msgs_burst: int = 40
+    """Burst allowance for the per-participant message rate."""
+    # -- learners --------------------------------------------------------------------
+    pin_failures_before_lockout: int = 5
+    """Wrong PINs in a row before a learner is locked out."""
+    lockout_seconds: float = 300.0
+    """How long a locked-out learner must wait."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"limit '{f.name}' must be a number, not {value!r}")
+            if value < 0 or (value == 0 and f.name != "max_bin_bytes"):
+                raise ConfigError(f"limit '{f.name}' must be positive, not {value!r}")
+        if self.max_depth < 2:
+            raise ConfigError("limit 'max_depth' must be at least 2 (envelope + roster)")
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "[limits]") -> Limits:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown limit(s) {', '.join(unknown)}; "
+                f"known limits are: {', '.join(sorted(known))}"
+            )
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            default = getattr(cls, key)
+            if (
+                isinstance(default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
+                value = float(value)
+            if type(value) is not type(default):
+                raise ConfigError(
+                    f"{source}: limit '{key}' must be {type(default).__name__}, got {value!r}"
+                )
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+DEFAULT_LIMITS = Limits()

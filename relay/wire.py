@@ -1,0 +1,529 @@
+"""The wire codec of ``classroom-relay.v1``: bytes <-> typed messages. Pure, no I/O.
+
+Each binary WebSocket frame carries exactly one msgpack map (the envelope) whose ``t``
+key names the message type. Untrusted input is unpacked once, with the explicit
+limits of :class:`relay.limits.Limits`; ext types (including timestamps) are refused;
+strings must be valid UTF-8 without control characters; then the map is checked
+against the type's schema and turned into a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import msgpack
+
+from relay.errors import ErrorCode, ProtocolError
+from relay.identity import ParticipantRole, valid_name
+from relay.limits import Limits
+from relay.messages import (
+    CLIENT_TYPES,
+    Ack,
+    AckStatus,
+    Bye,
+    Channel,
+    Chat,
+    ChatEvent,
+    ClientMessage,
+    EndSession,
+    ErrorFrame,
+    Hand,
+    HandEvent,
+    Hello,
+    ParticipantInfo,
+    PresenceChange,
+    PresenceEvent,
+    ServerMessage,
+    SessionEnded,
+    SessionInfo,
+    Welcome,
+)
+
+SUBPROTOCOL = "classroom-relay.v1"
+PROTOCOL_VERSION = 1
+
+MESSAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# C0 controls other than tab, line feed and carriage return; DEL; C1 controls.
+_FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+E = TypeVar("E")
+
+
+def _refuse(code: ErrorCode, detail: str) -> NoReturn:
+    raise ProtocolError(code, detail)
+
+
+def _no_ext(code: int, data: bytes) -> NoReturn:
+    _refuse(ErrorCode.LIMIT_EXCEEDED, f"msgpack ext type {code} is not allowed")
+
+
+def unpack_frame(data: bytes, limits: Limits) -> dict[str, Any]:
+    """Unpack one frame into a map, within limits. Raises :class:`ProtocolError`."""
+    if len(data) > limits.max_frame_bytes:
+        _refuse(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"frame of {len(data)} bytes exceeds max_frame_bytes={limits.max_frame_bytes}",
+        )
+    if not data:
+        _refuse(ErrorCode.MALFORMED, "empty frame")
+    first = data[0]
+    if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
+        _refuse(ErrorCode.MALFORMED, "the envelope must be a msgpack map")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_buffer_size=limits.max_frame_bytes,
+            max_str_len=limits.max_str_bytes,
+            max_bin_len=limits.max_bin_bytes,
+            max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=0,
+            ext_hook=_no_ext,
+        )
+    except ProtocolError:
+        raise
+    except msgpack.ExtraData:
+        _refuse(ErrorCode.MALFORMED, "more than one msgpack object in the frame")
+    except UnicodeDecodeError:
+        _refuse(ErrorCode.INVALID_FIELD, "a string is not valid UTF-8")
+    except ValueError as exc:
+        # msgpack reports exceeded limits and truncated input as ValueError.
+        text = str(exc)
+        if "exceeds max" in text or "_len" in text:
+            _refuse(ErrorCode.LIMIT_EXCEEDED, text)
+        _refuse(ErrorCode.MALFORMED, text or "invalid msgpack")
+    except Exception as exc:  # msgpack raises several types for corrupt input
+        _refuse(ErrorCode.MALFORMED, f"invalid msgpack ({type(exc).__name__})")
+    if not isinstance(obj, dict):
+        _refuse(ErrorCode.MALFORMED, "the envelope must be a msgpack map")
+    _check_tree(obj, limits, 1)
+    return obj
+
+
+def _check_tree(obj: object, limits: Limits, depth: int) -> None:
+    if depth > limits.max_depth:
+        _refuse(ErrorCode.LIMIT_EXCEEDED, f"nesting deeper than max_depth={limits.max_depth}")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                _refuse(ErrorCode.INVALID_FIELD, "map keys must be strings")
+            _check_tree(value, limits, depth + 1)
+    elif isinstance(obj, list):
+        for item in obj:
+            _check_tree(item, limits, depth + 1)
+    elif isinstance(obj, str):
+        if _FORBIDDEN_CONTROLS.search(obj):
+            _refuse(ErrorCode.INVALID_FIELD, "strings must not contain control characters")
+    elif obj is None or isinstance(obj, bool | int | float):
+        return
+    else:
+        _refuse(ErrorCode.INVALID_FIELD, f"values of type {type(obj).__name__} are not allowed")
+
+
+class _Reader:
+    """Typed field access over an unpacked map, refusing with a precise reason."""
+
+    def __init__(self, m: Mapping[str, Any], kind: str, limits: Limits, allowed: set[str]):
+        self.m = m
+        self.kind = kind
+        self.limits = limits
+        extra = set(m) - allowed - {"t"}
+        if extra:
+            _refuse(
+                ErrorCode.INVALID_FIELD,
+                f"'{kind}' has unknown field(s) {', '.join(sorted(extra))}",
+            )
+
+    def _missing(self, key: str) -> NoReturn:
+        _refuse(ErrorCode.INVALID_FIELD, f"'{self.kind}' needs field '{key}'")
+
+    def _wrong(self, key: str, want: str) -> NoReturn:
+        _refuse(ErrorCode.INVALID_FIELD, f"'{self.kind}.{key}' must be {want}")
+
+    def str_(self, key: str, *, max_chars: int, required: bool = True) -> str | None:
+        if key not in self.m or self.m[key] is None:
+            if required:
+                self._missing(key)
+            return None
+        value = self.m[key]
+        if not isinstance(value, str):
+            self._wrong(key, "a string")
+        if len(value) > max_chars:
+            _refuse(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"'{self.kind}.{key}' is {len(value)} characters; the limit is {max_chars}",
+            )
+        return value
+
+    def req_str(self, key: str, max_chars: int) -> str:
+        value = self.str_(key, max_chars=max_chars)
+        assert value is not None
+        return value
+
+    def msg_id(self, key: str = "id") -> str:
+        value = self.req_str(key, self.limits.max_id_chars)
+        if not MESSAGE_ID_PATTERN.match(value):
+            self._wrong(key, "1-64 characters from A-Z a-z 0-9 . _ : -")
+        return value
+
+    def name(self, key: str, *, required: bool = True) -> str | None:
+        value = self.str_(key, max_chars=self.limits.max_id_chars, required=required)
+        if value is not None and not valid_name(value):
+            self._wrong(key, "a lower-case name (letters, digits, '.', '_', '-')")
+        return value
+
+    def int_(self, key: str, *, required: bool = True, default: int = 0) -> int:
+        if key not in self.m or self.m[key] is None:
+            if required:
+                self._missing(key)
+            return default
+        value = self.m[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._wrong(key, "an integer")
+        if not 0 <= value < 2**63:
+            self._wrong(key, "a non-negative 64-bit integer")
+        return value
+
+    def opt_int(self, key: str) -> int | None:
+        if key not in self.m or self.m[key] is None:
+            return None
+        return self.int_(key)
+
+    def float_(self, key: str) -> float:
+        if key not in self.m:
+            self._missing(key)
+        value = self.m[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong(key, "a number")
+        result = float(value)
+        if not math.isfinite(result):
+            self._wrong(key, "a finite number")
+        return result
+
+    def bool_(self, key: str) -> bool:
+        if key not in self.m:
+            self._missing(key)
+        value = self.m[key]
+        if not isinstance(value, bool):
+            self._wrong(key, "true or false")
+        return value
+
+    def enum_(self, key: str, enum_type: type[E]) -> E:
+        raw = self.req_str(key, 32)
+        try:
+            return enum_type(raw)  # type: ignore[call-arg]
+        except ValueError:
+            values = ", ".join(repr(e.value) for e in enum_type)  # type: ignore[attr-defined]
+            self._wrong(key, f"one of {values}")
+
+    def map_(self, key: str) -> Mapping[str, Any]:
+        if key not in self.m:
+            self._missing(key)
+        value = self.m[key]
+        if not isinstance(value, dict):
+            self._wrong(key, "a map")
+        return value
+
+    def list_(self, key: str) -> list[Any]:
+        if key not in self.m:
+            self._missing(key)
+        value = self.m[key]
+        if not isinstance(value, list):
+            self._wrong(key, "an array")
+        return value
+
+
+def _build(kind: str, factory: Callable[[], E]) -> E:
+    try:
+        return factory()
+    except ValueError as exc:
+        _refuse(ErrorCode.INVALID_FIELD, f"'{kind}': {exc}")
+
+
+def _type_of(m: Mapping[str, Any]) -> str:
+    t = m.get("t")
+    if not isinstance(t, str):
+        _refuse(ErrorCode.INVALID_FIELD, "the envelope needs a string field 't' (message type)")
+    return t
+
+
+# ---------------------------------------------------------------------------------------
+# client -> relay
+# ---------------------------------------------------------------------------------------
+
+
+def decode_client(data: bytes, limits: Limits) -> ClientMessage:
+    """Decode one frame a client sent. Raises :class:`ProtocolError`."""
+    m = unpack_frame(data, limits)
+    kind = _type_of(m)
+    if kind not in CLIENT_TYPES:
+        _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")
+    L = limits
+    if kind == "hello":
+        r = _Reader(m, kind, L, {"id", "session", "learner", "pin", "resume_after", "client"})
+        return _build(
+            kind,
+            lambda: Hello(
+                id=r.msg_id(),
+                session=r.name("session") or "",
+                learner=r.name("learner", required=False),
+                pin=r.str_("pin", max_chars=64, required=False),
+                resume_after=r.int_("resume_after", required=False),
+                client=r.str_("client", max_chars=100, required=False) or "",
+            ),
+        )
+    if kind == "chat":
+        r = _Reader(m, kind, L, {"id", "channel", "to", "text"})
+        return _build(
+            kind,
+            lambda: Chat(
+                id=r.msg_id(),
+                channel=r.enum_("channel", Channel),
+                to=r.str_("to", max_chars=L.max_id_chars + 12, required=False),
+                text=r.req_str("text", L.max_text_chars),
+            ),
+        )
+    if kind == "hand":
+        r = _Reader(m, kind, L, {"id", "raised"})
+        return _build(kind, lambda: Hand(id=r.msg_id(), raised=r.bool_("raised")))
+    if kind == "end_session":
+        r = _Reader(m, kind, L, {"id", "reason"})
+        return _build(
+            kind,
+            lambda: EndSession(id=r.msg_id(), reason=r.req_str("reason", L.max_reason_chars)),
+        )
+    r = _Reader(m, kind, L, {"id"})
+    return _build(kind, lambda: Bye(id=r.msg_id()))
+
+
+def client_to_map(msg: ClientMessage) -> dict[str, Any]:
+    if isinstance(msg, Hello):
+        out: dict[str, Any] = {"t": "hello", "id": msg.id, "session": msg.session}
+        if msg.learner is not None:
+            out["learner"] = msg.learner
+            out["pin"] = msg.pin
+        if msg.resume_after:
+            out["resume_after"] = msg.resume_after
+        if msg.client:
+            out["client"] = msg.client
+        return out
+    if isinstance(msg, Chat):
+        out = {"t": "chat", "id": msg.id, "channel": msg.channel.value, "text": msg.text}
+        if msg.to is not None:
+            out["to"] = msg.to
+        return out
+    if isinstance(msg, Hand):
+        return {"t": "hand", "id": msg.id, "raised": msg.raised}
+    if isinstance(msg, EndSession):
+        return {"t": "end_session", "id": msg.id, "reason": msg.reason}
+    return {"t": "bye", "id": msg.id}
+
+
+def encode_client(msg: ClientMessage) -> bytes:
+    return pack(client_to_map(msg))
+
+
+# ---------------------------------------------------------------------------------------
+# relay -> client
+# ---------------------------------------------------------------------------------------
+
+
+def _participant_map(p: ParticipantInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"pid": p.pid, "role": p.role.value, "name": p.name}
+    if p.machine is not None:
+        out["machine"] = p.machine
+    return out
+
+
+def server_to_map(msg: ServerMessage) -> dict[str, Any]:
+    if isinstance(msg, ChatEvent):
+        out: dict[str, Any] = {
+            "t": "chat",
+            "seq": msg.seq,
+            "id": msg.id,
+            "from": msg.sender,
+            "channel": msg.channel.value,
+            "text": msg.text,
+            "time": msg.time,
+        }
+        if msg.to is not None:
+            out["to"] = msg.to
+        return out
+    if isinstance(msg, Ack):
+        out = {"t": "ack", "ref": msg.ref, "status": msg.status.value}
+        for key in ("seq", "code", "error", "text"):
+            value = getattr(msg, key)
+            if value is not None:
+                out[key] = value
+        return out
+    if isinstance(msg, PresenceChange):
+        return {
+            "t": "presence",
+            "seq": msg.seq,
+            "event": msg.event.value,
+            "who": _participant_map(msg.who),
+            "time": msg.time,
+        }
+    if isinstance(msg, HandEvent):
+        return {"t": "hand", "seq": msg.seq, "who": msg.who, "raised": msg.raised, "time": msg.time}
+    if isinstance(msg, Welcome):
+        s = msg.session
+        return {
+            "t": "welcome",
+            "version": PROTOCOL_VERSION,
+            "session": {"id": s.id, "title": s.title, "start": s.start, "end": s.end},
+            "you": _participant_map(msg.you),
+            "roster": [_participant_map(p) for p in msg.roster],
+            "hands": list(msg.hands),
+            "last_seq": msg.last_seq,
+            "replay": msg.replay,
+        }
+    if isinstance(msg, ErrorFrame):
+        out = {"t": "error", "code": msg.code, "error": msg.error, "text": msg.text}
+        if msg.ref is not None:
+            out["ref"] = msg.ref
+        return out
+    return {"t": "session_ended", "reason": msg.reason, "by": msg.by, "time": msg.time}
+
+
+def pack(m: Mapping[str, Any]) -> bytes:
+    data: bytes = msgpack.packb(m, use_bin_type=True)
+    return data
+
+
+def encode_server(msg: ServerMessage) -> bytes:
+    return pack(server_to_map(msg))
+
+
+CLIENT_SIDE_LIMITS = Limits(
+    max_frame_bytes=4 * 1024 * 1024,
+    max_array_len=100_000,
+    max_map_len=64,
+    max_depth=4,
+    max_str_bytes=65_536,
+    max_text_chars=65_536,
+)
+"""Limits a client applies to what the relay sends (a welcome can list a big roster)."""
+
+
+def _participant(m: Any, limits: Limits) -> ParticipantInfo:
+    if not isinstance(m, dict):
+        _refuse(ErrorCode.INVALID_FIELD, "a participant must be a map")
+    r = _Reader(m, "participant", limits, {"pid", "role", "name", "machine"})
+    return _build(
+        "participant",
+        lambda: ParticipantInfo(
+            pid=r.req_str("pid", 80),
+            role=r.enum_("role", ParticipantRole),
+            name=r.name("name") or "",
+            machine=r.name("machine", required=False),
+        ),
+    )
+
+
+def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMessage:
+    """Decode one frame the relay sent (used by clients). Raises :class:`ProtocolError`."""
+    m = unpack_frame(data, limits)
+    kind = _type_of(m)
+    L = limits
+    if kind == "chat":
+        r = _Reader(m, kind, L, {"seq", "id", "from", "channel", "to", "text", "time"})
+        return _build(
+            kind,
+            lambda: ChatEvent(
+                seq=r.int_("seq"),
+                id=r.msg_id(),
+                sender=r.req_str("from", 80),
+                channel=r.enum_("channel", Channel),
+                to=r.str_("to", max_chars=80, required=False),
+                text=r.req_str("text", L.max_text_chars),
+                time=r.float_("time"),
+            ),
+        )
+    if kind == "ack":
+        r = _Reader(m, kind, L, {"ref", "status", "seq", "code", "error", "text"})
+        return _build(
+            kind,
+            lambda: Ack(
+                ref=r.msg_id("ref"),
+                status=r.enum_("status", AckStatus),
+                seq=r.opt_int("seq"),
+                code=r.opt_int("code"),
+                error=r.str_("error", max_chars=64, required=False),
+                text=r.str_("text", max_chars=2000, required=False),
+            ),
+        )
+    if kind == "presence":
+        r = _Reader(m, kind, L, {"seq", "event", "who", "time"})
+        return _build(
+            kind,
+            lambda: PresenceChange(
+                seq=r.int_("seq"),
+                event=r.enum_("event", PresenceEvent),
+                who=_participant(r.map_("who"), L),
+                time=r.float_("time"),
+            ),
+        )
+    if kind == "hand":
+        r = _Reader(m, kind, L, {"seq", "who", "raised", "time"})
+        return _build(
+            kind,
+            lambda: HandEvent(
+                seq=r.int_("seq"),
+                who=r.req_str("who", 80),
+                raised=r.bool_("raised"),
+                time=r.float_("time"),
+            ),
+        )
+    if kind == "welcome":
+        r = _Reader(
+            m, kind, L, {"version", "session", "you", "roster", "hands", "last_seq", "replay"}
+        )
+
+        def welcome() -> Welcome:
+            sm = r.map_("session")
+            sr = _Reader(sm, "welcome.session", L, {"id", "title", "start", "end"})
+            hands = r.list_("hands")
+            if not all(isinstance(h, str) for h in hands):
+                _refuse(ErrorCode.INVALID_FIELD, "'welcome.hands' must list participant ids")
+            return Welcome(
+                session=SessionInfo(
+                    id=sr.name("id") or "",
+                    title=sr.req_str("title", 200),
+                    start=sr.float_("start"),
+                    end=sr.float_("end"),
+                ),
+                you=_participant(r.map_("you"), L),
+                roster=tuple(_participant(p, L) for p in r.list_("roster")),
+                hands=tuple(hands),
+                last_seq=r.int_("last_seq"),
+                replay=r.int_("replay"),
+            )
+
+        return _build(kind, welcome)
+    if kind == "error":
+        r = _Reader(m, kind, L, {"code", "error", "text", "ref"})
+        return _build(
+            kind,
+            lambda: ErrorFrame(
+                code=r.int_("code"),
+                error=r.req_str("error", 64),
+                text=r.req_str("text", 2000),
+                ref=r.str_("ref", max_chars=64, required=False),
+            ),
+        )
+    if kind == "session_ended":
+        r = _Reader(m, kind, L, {"reason", "by", "time"})
+        return _build(
+            kind,
+            lambda: SessionEnded(
+                reason=r.req_str("reason", 2000), by=r.req_str("by", 80), time=r.float_("time")
+            ),
+        )
+    _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")
