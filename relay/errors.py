@@ -113,6 +113,12 @@ class ErrorCode(enum.Enum):
         "this credential already has the maximum number of open connections",
         "close another connection of this credential and try again",
     )
+    TLS_FAILED = _CodeInfo(
+        4417,
+        "tls_failed",
+        "the TLS handshake failed",
+        "connect with TLS 1.3 using the facility's bundle and the relay address it names",
+    )
     # -- which class -----------------------------------------------------------------
     UNKNOWN_SESSION = _CodeInfo(
         4420,
@@ -215,8 +221,8 @@ class ErrorCode(enum.Enum):
     IDLE_TIMEOUT = _CodeInfo(
         4441,
         "idle_timeout",
-        "the connection was silent for too long",
-        "reconnect; clients send WebSocket pings to stay connected",
+        "the connection sent nothing in time (hello, or pong to the relay's ping)",
+        "send 'hello' right after connecting and answer WebSocket pings",
     )
     AUDIT_UNAVAILABLE = _CodeInfo(
         4450,
@@ -285,7 +291,14 @@ class Refusal(RelayError):
 
 
 class ProtocolError(Refusal):
-    """A frame that could not be decoded or does not match its schema."""
+    """A frame that could not be decoded or does not match its schema.
+
+    ``ref`` is the message id of the refused frame when it could be read.
+    """
+
+    def __init__(self, code: ErrorCode, detail: str = "", ref: str | None = None) -> None:
+        super().__init__(code, detail)
+        self.ref = ref
 
 
 class AccessDenied(Refusal):

@@ -38,9 +38,7 @@ class Limits:
     hello_timeout_s: float = 10.0
     """A connection must send ``hello`` within this time."""
     ping_interval_s: float = 20.0
-    """The relay pings every connection this often."""
-    idle_timeout_s: float = 60.0
-    """A connection silent (no frame, no pong) for this long is closed."""
+    """The relay pings every connection this often; no pong within half of it: closed."""
     max_connections_per_principal: int = 8
     """Most simultaneous connections of one certificate (across classes)."""
     tls_handshake_timeout_s: float = 10.0

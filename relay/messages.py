@@ -78,8 +78,15 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class Hand:
+    """Raise or lower a hand: learners their own; the instructor may lower a learner's."""
+
     id: str
     raised: bool
+    who: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.who is not None:
+            _check_pid(self.who, "hand owner")
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,8 +259,22 @@ def _type_of(m: Mapping[str, Any]) -> str:
 
 
 def decode_client(data: bytes, limits: Limits) -> ClientMessage:
-    """Decode one frame a client sent. Raises :class:`ProtocolError`."""
+    """Decode one frame a client sent. Raises :class:`ProtocolError`.
+
+    When the frame unpacks but fails its schema, the error's ``ref`` carries the frame's
+    message id (if it has a well-formed one) so the sender can match the refusal.
+    """
     m = unpack_frame(data, limits)
+    try:
+        return _decode_client_map(m, limits)
+    except ProtocolError as err:
+        ref = m.get("id")
+        if isinstance(ref, str) and MESSAGE_ID_PATTERN.match(ref):
+            err.ref = ref
+        raise
+
+
+def _decode_client_map(m: dict[str, Any], limits: Limits) -> ClientMessage:
     kind = _type_of(m)
     if kind not in CLIENT_TYPES:
         _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")
@@ -290,8 +304,15 @@ def decode_client(data: bytes, limits: Limits) -> ClientMessage:
             ),
         )
     if kind == "hand":
-        r = _Reader(m, kind, L, {"id", "raised"})
-        return _build(kind, lambda: Hand(id=r.msg_id(), raised=r.bool_("raised")))
+        r = _Reader(m, kind, L, {"id", "raised", "who"})
+        return _build(
+            kind,
+            lambda: Hand(
+                id=r.msg_id(),
+                raised=r.bool_("raised"),
+                who=r.str_("who", max_chars=L.max_id_chars + 12, required=False),
+            ),
+        )
     if kind == "end_session":
         r = _Reader(m, kind, L, {"id", "reason"})
         return _build(
@@ -319,7 +340,10 @@ def client_to_map(msg: ClientMessage) -> dict[str, Any]:
             out["to"] = msg.to
         return out
     if isinstance(msg, Hand):
-        return {"t": "hand", "id": msg.id, "raised": msg.raised}
+        out = {"t": "hand", "id": msg.id, "raised": msg.raised}
+        if msg.who is not None:
+            out["who"] = msg.who
+        return out
     if isinstance(msg, EndSession):
         return {"t": "end_session", "id": msg.id, "reason": msg.reason}
     return {"t": "bye", "id": msg.id}

@@ -1,0 +1,186 @@
+"""The choke point's audit interface, and a structured-log sink behind it.
+
+The choke point hands every decision to an :class:`AuditSink` as :class:`AuditEvent`
+values and delivers nothing until the sink says the events are recorded (invariant 4 of
+the design). ``submit`` returns an awaitable that completes when the batch is recorded,
+or raises :class:`relay.errors.AuditError`; the relay then fails closed.
+
+:class:`JsonlAuditSink` writes one JSON object per line with group commit: every batch
+submitted during one turn of the event loop is written and flushed together. It is a
+structured log, not yet the tamper-evident encrypted store (docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from relay.errors import AuditError
+
+log = logging.getLogger("relay.audit")
+
+
+class Severity(enum.Enum):
+    INFO = "I"
+    WARNING = "W"
+    ERROR = "E"
+
+
+class EventKind(enum.Enum):
+    """Every kind of audit event, with its stable code and severity (see docs/audit.md)."""
+
+    RELAY_STARTED = ("relay.started", "CR001", Severity.INFO)
+    RELAY_STOPPED = ("relay.stopped", "CR002", Severity.INFO)
+    TLS_REFUSED = ("connection.tls_refused", "CR100", Severity.WARNING)
+    CONNECTION_REFUSED = ("connection.refused", "CR101", Severity.WARNING)
+    CONNECTION_ACCEPTED = ("connection.accepted", "CR102", Severity.INFO)
+    CONNECTION_CLOSED = ("connection.closed", "CR103", Severity.INFO)
+    PROTOCOL_ERROR = ("connection.protocol_error", "CR104", Severity.WARNING)
+    JOIN_REFUSED = ("session.join_refused", "CR200", Severity.WARNING)
+    JOINED = ("session.joined", "CR201", Severity.INFO)
+    LEFT = ("session.left", "CR202", Severity.INFO)
+    SESSION_OPENED = ("session.opened", "CR203", Severity.INFO)
+    SESSION_ENDED = ("session.ended", "CR204", Severity.WARNING)
+    SESSION_PAUSED = ("session.paused", "CR205", Severity.ERROR)
+    MESSAGE_DELIVERED = ("message.delivered", "CR300", Severity.INFO)
+    MESSAGE_REFUSED = ("message.refused", "CR301", Severity.WARNING)
+    HAND = ("message.hand", "CR302", Severity.INFO)
+    REVOKED = ("admin.revoked", "CR400", Severity.WARNING)
+    RELOADED = ("admin.reloaded", "CR401", Severity.INFO)
+
+    @property
+    def name_(self) -> str:
+        return self.value[0]
+
+    @property
+    def code(self) -> str:
+        """Stable event code with severity suffix, e.g. ``CR301W``."""
+        return f"{self.value[1]}{self.value[2].value}"
+
+    @property
+    def severity(self) -> Severity:
+        return self.value[2]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    kind: EventKind
+    time: float
+    session: str | None = None
+    actor: str | None = None
+    """Participant id (``learner:l1001``) or principal name for connection events."""
+    machine: str | None = None
+    learner: str | None = None
+    peer: str | None = None
+    """Network address of the connection."""
+    msg_id: str | None = None
+    seq: int | None = None
+    channel: str | None = None
+    recipient: str | None = None
+    decision: str | None = None
+    rule: str | None = None
+    error: str | None = None
+    """The refusal's error slug (``docs/protocol.md``)."""
+    detail: str | None = None
+    content: str | None = None
+    policy_version: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        record = {k: v for k, v in asdict(self).items() if v is not None and k != "kind"}
+        record["kind"] = self.kind.name_
+        record["code"] = self.kind.code
+        return record
+
+
+class AuditSink(Protocol):
+    def submit(self, events: Sequence[AuditEvent]) -> Awaitable[None]:
+        """Queue ``events``; the awaitable completes once they are recorded.
+
+        Raises :class:`AuditError` (from the awaitable) when they could not be recorded.
+        """
+        ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class JsonlAuditSink:
+    """Structured audit log, one JSON object per line, with group commit per loop turn."""
+
+    def __init__(self, path: Path, *, writer: IO[str] | None = None) -> None:
+        self.path = path
+        if writer is None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            writer = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+        self._file: IO[str] = writer
+        self._pending: list[AuditEvent] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._scheduled = False
+        self._failed: AuditError | None = None
+        self.records_written = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._failed is None
+
+    def replace_writer(self, writer: IO[str]) -> None:
+        """Swap the storage adapter (used when the operator restores the log)."""
+        self._file = writer
+        self._failed = None
+
+    def submit(self, events: Sequence[AuditEvent]) -> Awaitable[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._failed is not None:
+            fut.set_exception(self._failed)
+            return fut
+        self._pending.extend(events)
+        self._waiters.append(fut)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._commit)
+        return fut
+
+    def _commit(self) -> None:
+        self._scheduled = False
+        events, self._pending = self._pending, []
+        waiters, self._waiters = self._waiters, []
+        try:
+            self._file.write("".join(_line(e) for e in events))
+            self._file.flush()
+        except Exception as exc:
+            self._failed = AuditError(
+                f"the audit log {self.path} could not be written ({exc}); "
+                "the relay refuses to deliver until it is fixed"
+            )
+            log.critical("AUDIT LOG FAILURE: %s", self._failed)
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(self._failed)
+            return
+        self.records_written += len(events)
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def close(self) -> None:
+        if self._pending:
+            self._commit()
+        try:
+            self._file.close()
+        except OSError as exc:
+            log.error("closing the audit log failed: %s", exc)
+
+
+def _line(event: AuditEvent) -> str:
+    return json.dumps(event.to_record(), ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -1,0 +1,497 @@
+"""The choke point: the one function every inbound message passes through.
+
+    decode (with limits) -> authorise -> policy -> audit -> deliver
+
+:meth:`ChokePoint.process` is called by the adapter for every binary frame of every
+connection, and :meth:`ChokePoint.admit` for every new connection. Nothing else in the
+relay produces deliveries: the session core (``relay.session``) only returns
+:class:`~relay.session.Outcome` values, and this module hands each outcome to the audit
+sink first and to the :class:`Deliverer` with the sink's receipt, which delivers only
+once the receipt says the records are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from policy.decisions import Block, Kind, Route, Subject
+from policy.engine import PolicyEngine
+from relay import authz, wire
+from relay.audit import AuditEvent, AuditSink, EventKind
+from relay.errors import AccessDenied, ErrorCode, ProtocolError, RelayError
+from relay.identity import Listener, Participant, ParticipantRole
+from relay.limits import Limits
+from relay.messages import (
+    Bye,
+    Chat,
+    ClientMessage,
+    EndSession,
+    ErrorFrame,
+    Hand,
+    Hello,
+    SessionInfo,
+)
+from relay.pki import CertIdentity
+from relay.registry import RegistrySnapshot, verify_pin
+from relay.schedule import ScheduledClass
+from relay.session import CloseRequest, Delivery, LiveSession, Outcome, SessionState
+
+log = logging.getLogger("relay.chokepoint")
+
+_conn_ids = itertools.count(1)
+
+
+def next_connection_id() -> int:
+    return next(_conn_ids)
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the relay knows about one authenticated connection."""
+
+    id: int
+    listener: Listener
+    ident: CertIdentity
+    peer: str
+    participant: Participant | None = None
+    session: LiveSession | None = None
+    bucket: TokenBucket | None = None
+    leaving: bool = False
+    """Set once the participant said ``bye``: the connection ends without reconnect."""
+
+
+class Deliverer(Protocol):
+    """The adapter side of delivery. It sends only after ``receipt`` completes."""
+
+    def deliver(
+        self, session: LiveSession | None, receipt: Awaitable[None], outcome: Outcome
+    ) -> Awaitable[None]:
+        """Deliver ``outcome`` once ``receipt`` completes; in order per class."""
+        ...
+
+
+@dataclass(slots=True)
+class RelayState:
+    """Everything the choke point decides against. Snapshots are swapped on reload."""
+
+    limits: Limits
+    registry: Callable[[], RegistrySnapshot]
+    schedule: Callable[[], dict[str, ScheduledClass]]
+    policy: PolicyEngine
+    join_early: dt.timedelta
+    join_late: dt.timedelta
+    sessions: dict[str, LiveSession] = field(default_factory=dict)
+    connections_by_principal: dict[str, set[int]] = field(default_factory=dict)
+
+
+_FATAL = frozenset(
+    {
+        ErrorCode.MALFORMED,
+        ErrorCode.LIMIT_EXCEEDED,
+        ErrorCode.OUT_OF_ORDER,
+        ErrorCode.TEXT_FRAME,
+        ErrorCode.IDLE_TIMEOUT,
+    }
+)
+"""Protocol errors after which the stream cannot be trusted: the connection is closed."""
+
+
+def _iso(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+class ChokePoint:
+    def __init__(
+        self,
+        state: RelayState,
+        audit: AuditSink,
+        deliverer: Deliverer,
+        *,
+        clock: Callable[[], float],
+        pin_guard: authz.PinGuard | None = None,
+    ) -> None:
+        self.state = state
+        self.audit = audit
+        self.deliverer = deliverer
+        self.clock = clock
+        self.pins = pin_guard or authz.PinGuard(
+            state.limits.pin_failures_before_lockout, state.limits.lockout_seconds
+        )
+
+    # -- the two entry points ------------------------------------------------------------
+
+    async def admit(self, conn: Connection, protocol: str | None) -> ErrorCode | None:
+        """A TLS-authenticated connection arrived: may it stay? Audited either way.
+
+        ``protocol`` is the WebSocket subprotocol the handshake agreed on, if any.
+        """
+        now = self.clock()
+        ident = conn.ident
+        refusal: AccessDenied | None = None
+        try:
+            if protocol != wire.SUBPROTOCOL:
+                raise AccessDenied(
+                    ErrorCode.UNSUPPORTED_VERSION, f"offered {protocol or 'no subprotocol'}"
+                )
+            authz.check_connection(ident, conn.listener, self.state.registry(), _iso(now))
+            open_conns = self.state.connections_by_principal.get(ident.name, set())
+            limit = self.state.limits.max_connections_per_principal
+            if len(open_conns) >= limit:
+                raise AccessDenied(
+                    ErrorCode.TOO_MANY_CONNECTIONS, f"limit max_connections_per_principal={limit}"
+                )
+        except AccessDenied as denied:
+            refusal = denied
+        except RelayError as exc:
+            # The registry could not be read: fail closed.
+            refusal = AccessDenied(ErrorCode.INTERNAL, f"registry unreadable: {exc}")
+        if refusal is not None:
+            event = self._conn_event(EventKind.CONNECTION_REFUSED, conn, now, refusal)
+            close = CloseRequest(conn.id, refusal.code, refusal.detail)
+            await self._send_direct(conn, Outcome((event,), self._error(conn, refusal), (close,)))
+            return refusal.code
+        self.state.connections_by_principal.setdefault(ident.name, set()).add(conn.id)
+        event = self._conn_event(EventKind.CONNECTION_ACCEPTED, conn, now, None)
+        await self._send_direct(conn, Outcome((event,)))
+        return None
+
+    async def process(self, conn: Connection, data: bytes) -> None:
+        """Every inbound frame of every connection goes through here, and only here."""
+        now = self.clock()
+        # 1. decode, with limits
+        try:
+            msg = wire.decode_client(data, self.state.limits)
+        except ProtocolError as err:
+            await self._protocol_error(conn, err, now)
+            return
+        # 2-5. authorise, policy, audit, deliver
+        if isinstance(msg, Hello):
+            await self._hello(conn, msg, now)
+            return
+        session, who = conn.session, conn.participant
+        if session is None or who is None:
+            early = ProtocolError(
+                ErrorCode.OUT_OF_ORDER, f"'{type(msg).__name__.lower()}' before 'hello'"
+            )
+            await self._protocol_error(conn, early, now)
+            return
+        if session.state is SessionState.ENDED:
+            close = CloseRequest(conn.id, ErrorCode.SESSION_ENDED, session.ended_reason or "")
+            await self._send_direct(conn, Outcome(closes=(close,)))
+            return
+        previous = session.previous_ack(who.pid, msg.id)
+        if previous is not None:
+            # A resent duplicate (the client reconnected before seeing its ack).
+            ack = Delivery(wire.encode_server(previous), (conn.id,))
+            await self._submit(session, Outcome(deliveries=(ack,)))
+            return
+        outcome = self._decide(conn, session, who, msg, now)
+        await self._submit(session, outcome)
+
+    def connection_closed(self, conn: Connection, reason: str) -> Outcome:
+        """The adapter reports a closed connection; returns the leave outcome to deliver."""
+        conns = self.state.connections_by_principal.get(conn.ident.name)
+        if conns is not None:
+            conns.discard(conn.id)
+            if not conns:
+                del self.state.connections_by_principal[conn.ident.name]
+        now = self.clock()
+        outcome = Outcome(
+            (
+                AuditEvent(
+                    kind=EventKind.CONNECTION_CLOSED,
+                    time=now,
+                    actor=conn.ident.name,
+                    peer=conn.peer,
+                    session=conn.session.id if conn.session else None,
+                    detail=reason,
+                ),
+            )
+        )
+        session, who = conn.session, conn.participant
+        if session is not None and who is not None and session.state is not SessionState.ENDED:
+            outcome += session.leave(who, conn.id, now, reason)
+        return outcome
+
+    async def closed(self, conn: Connection, reason: str) -> None:
+        outcome = self.connection_closed(conn, reason)
+        await self._submit(conn.session, outcome)
+
+    async def refuse_frame(self, conn: Connection, code: ErrorCode, detail: str) -> None:
+        """A frame the adapter could not hand over (text, too large) or a missing hello."""
+        await self._protocol_error(conn, ProtocolError(code, detail), self.clock())
+
+    async def disconnect(
+        self, conn: Connection, code: ErrorCode, detail: str, kind: EventKind
+    ) -> None:
+        """Cut a live connection (revoked, expired): recorded, then the client is told why."""
+        refusal = AccessDenied(code, detail)
+        event = self._conn_event(kind, conn, self.clock(), refusal)
+        if conn.session is not None:
+            event = dataclasses.replace(event, session=conn.session.id)
+        close = CloseRequest(conn.id, code, detail)
+        await self._send_direct(conn, Outcome((event,), self._error(conn, refusal), (close,)))
+
+    async def end_session(self, session: LiveSession, by: str, reason: str) -> None:
+        """Staff, the administrator or the schedule end a class."""
+        await self._submit(session, session.end(by, reason, self.clock()))
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _decide(
+        self,
+        conn: Connection,
+        session: LiveSession,
+        who: Participant,
+        msg: ClientMessage,
+        now: float,
+    ) -> Outcome:
+        try:
+            return self._decide_unchecked(conn, session, who, msg, now)
+        except AccessDenied as refusal:
+            return session.refuse(who, conn.id, msg.id, refusal.code, refusal.detail, now)
+        except Exception:
+            # Fail closed: a bug or a failing policy engine refuses the message.
+            log.exception("deciding message %s of %s failed; refused", msg.id, who.pid)
+            return session.refuse(
+                who, conn.id, msg.id, ErrorCode.INTERNAL, "the decision could not be made", now
+            )
+
+    def _decide_unchecked(
+        self,
+        conn: Connection,
+        session: LiveSession,
+        who: Participant,
+        msg: ClientMessage,
+        now: float,
+    ) -> Outcome:
+        if isinstance(msg, Bye):
+            conn.leaving = True
+            return session.leave(who, conn.id, now, "left the class")
+        if isinstance(msg, EndSession):
+            if who.role is not ParticipantRole.STAFF:
+                raise AccessDenied(ErrorCode.NOT_PERMITTED, "only security staff end a class")
+            return session.end(who.pid, msg.reason, now)
+        if session.state is SessionState.PAUSED:
+            raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
+        if conn.bucket is not None and not conn.bucket.take(now):
+            raise AccessDenied(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.state.limits.msgs_per_second:g} messages per second",
+            )
+        if isinstance(msg, Chat):
+            return self._chat(conn, session, who, msg, now)
+        if isinstance(msg, Hand):
+            return self._hand(conn, session, who, msg, now)
+        raise AccessDenied(ErrorCode.UNKNOWN_TYPE, type(msg).__name__)  # pragma: no cover
+
+    def _chat(
+        self, conn: Connection, session: LiveSession, who: Participant, msg: Chat, now: float
+    ) -> Outcome:
+        recipient_role: ParticipantRole | None = None
+        if msg.to is not None:
+            recipient_role = session.may_address(msg.to)
+            if recipient_role is None:
+                raise AccessDenied(ErrorCode.UNKNOWN_RECIPIENT, f"'{msg.to}'")
+            if msg.to == who.pid:
+                raise AccessDenied(ErrorCode.UNKNOWN_RECIPIENT, "a message to yourself")
+        elif who.role is ParticipantRole.STAFF:
+            raise AccessDenied(ErrorCode.NOT_PERMITTED, "staff observe classes and do not chat")
+        subject = Subject(
+            kind=Kind.CHAT,
+            sender_role=who.role,
+            route=Route.DIRECT if msg.to is not None else Route.CLASS,
+            text=msg.text,
+            recipient_role=recipient_role,
+        )
+        policy = self.state.policy
+        decision = policy.decide(subject)
+        if isinstance(decision, Block):
+            code = ErrorCode.ROUTE_REFUSED if decision.route_refused else ErrorCode.POLICY_BLOCKED
+            return session.refuse(
+                who,
+                conn.id,
+                msg.id,
+                code,
+                decision.reason,
+                now,
+                rule=decision.rule,
+                policy_version=policy.version,
+                content=msg.text,
+                channel=msg.channel.value,
+                recipient=msg.to,
+            )
+        return session.chat(
+            who,
+            conn.id,
+            msg.id,
+            msg.channel,
+            msg.text,
+            msg.to,
+            now,
+            rule=decision.rule,
+            policy_version=policy.version,
+        )
+
+    def _hand(
+        self, conn: Connection, session: LiveSession, who: Participant, msg: Hand, now: float
+    ) -> Outcome:
+        target = msg.who or who.pid
+        if who.role is ParticipantRole.LEARNER:
+            if target != who.pid:
+                raise AccessDenied(
+                    ErrorCode.NOT_PERMITTED, "learners raise or lower only their own hand"
+                )
+        elif who.role is ParticipantRole.INSTRUCTOR:
+            if msg.raised or session.may_address(target) is not ParticipantRole.LEARNER:
+                raise AccessDenied(
+                    ErrorCode.NOT_PERMITTED, "the instructor may only lower a learner's hand"
+                )
+        else:
+            raise AccessDenied(ErrorCode.NOT_PERMITTED, "staff do not raise hands")
+        decision = self.state.policy.decide(
+            Subject(kind=Kind.HAND, sender_role=who.role, route=Route.CLASS)
+        )
+        if isinstance(decision, Block):
+            raise AccessDenied(ErrorCode.POLICY_BLOCKED, decision.reason)
+        return session.hand(who, conn.id, msg.id, target, msg.raised, now)
+
+    async def _hello(self, conn: Connection, hello: Hello, now: float) -> None:
+        if conn.participant is not None:
+            err = ProtocolError(ErrorCode.OUT_OF_ORDER, "'hello' was already sent")
+            await self._protocol_error(conn, err, now)
+            return
+        try:
+            if self.state.sessions.get(hello.session) is not None and (
+                self.state.sessions[hello.session].state is SessionState.ENDED
+            ):
+                raise AccessDenied(ErrorCode.SESSION_ENDED, f"class '{hello.session}'")
+            request = authz.check_join(
+                conn.ident,
+                hello,
+                self.state.registry(),
+                self.state.schedule(),
+                _iso(now),
+                self.state.join_early,
+                self.state.join_late,
+            )
+            if request.pin_hash is not None:
+                await self._check_pin(request, hello, now)
+            session = self._open_session(request.cls, now)
+        except RelayError as exc:
+            refusal = (
+                exc if isinstance(exc, AccessDenied) else AccessDenied(ErrorCode.INTERNAL, str(exc))
+            )
+            event = self._conn_event(EventKind.JOIN_REFUSED, conn, now, refusal, hello=hello)
+            close = CloseRequest(conn.id, refusal.code, refusal.detail)
+            errors = self._error(conn, refusal, hello.id)
+            await self._send_direct(conn, Outcome((event,), errors, (close,)))
+            return
+        now = self.clock()
+        conn.participant = request.participant
+        conn.session = session
+        conn.bucket = TokenBucket(self.state.limits.msgs_per_second, self.state.limits.msgs_burst)
+        outcome = session.join(request.participant, conn.id, hello.resume_after, now, conn.peer)
+        await self._submit(session, outcome)
+
+    async def _check_pin(self, request: authz.JoinRequest, hello: Hello, now: float) -> None:
+        learner = request.participant.name
+        self.pins.check(learner, now)
+        assert hello.pin is not None
+        assert request.pin_hash is not None
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, verify_pin, hello.pin, request.pin_hash)
+        if not ok:
+            self.pins.failed(learner, self.clock())
+            raise AccessDenied(ErrorCode.BAD_PIN, f"learner '{learner}'")
+        self.pins.succeeded(learner)
+
+    def _open_session(self, cls: ScheduledClass, now: float) -> LiveSession:
+        session = self.state.sessions.get(cls.id)
+        if session is None:
+            session = LiveSession(
+                info=SessionInfo(
+                    id=cls.id, title=cls.title, start=cls.start.timestamp(), end=cls.end.timestamp()
+                ),
+                instructor=cls.instructor,
+                learners=frozenset(cls.learners),
+                limits=self.state.limits,
+            )
+            self.state.sessions[cls.id] = session
+        return session
+
+    # -- audit, then deliver ----------------------------------------------------------------
+
+    async def _submit(self, session: LiveSession | None, outcome: Outcome) -> None:
+        receipt = self.audit.submit(outcome.events)
+        await self.deliverer.deliver(session, receipt, outcome)
+
+    async def _send_direct(self, conn: Connection, outcome: Outcome) -> None:
+        """Deliver outside any class's ordering (refusals before or instead of a join)."""
+        await self._submit(None, outcome)
+
+    def _error(
+        self, conn: Connection, refusal: AccessDenied | ProtocolError, ref: str | None = None
+    ) -> tuple[Delivery, ...]:
+        code = refusal.code
+        frame = ErrorFrame(
+            code=code.number, error=code.slug, text=code.text(refusal.detail), ref=ref
+        )
+        return (Delivery(wire.encode_server(frame), (conn.id,)),)
+
+    def _conn_event(
+        self,
+        kind: EventKind,
+        conn: Connection,
+        now: float,
+        refusal: AccessDenied | ProtocolError | None,
+        hello: Hello | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            kind=kind,
+            time=now,
+            session=hello.session if hello else None,
+            actor=conn.ident.name,
+            machine=conn.ident.name if conn.ident.role.value == "machine" else None,
+            learner=hello.learner if hello else None,
+            peer=conn.peer,
+            decision="refused" if refusal else "accepted",
+            error=refusal.code.slug if refusal else None,
+            detail=(
+                refusal.detail if refusal else f"{conn.ident.role.value} on {conn.listener.value}"
+            ),
+        )
+
+    async def _protocol_error(self, conn: Connection, err: ProtocolError, now: float) -> None:
+        fatal = err.code in _FATAL
+        event = self._conn_event(EventKind.PROTOCOL_ERROR, conn, now, err)
+        if conn.session is not None:
+            actor = conn.participant.pid if conn.participant else conn.ident.name
+            event = dataclasses.replace(event, session=conn.session.id, actor=actor)
+        closes = (CloseRequest(conn.id, err.code, err.detail),) if fatal else ()
+        await self._send_direct(conn, Outcome((event,), self._error(conn, err, err.ref), closes))

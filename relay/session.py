@@ -1,0 +1,396 @@
+"""The live state of one class: roster, presence, hands, chat history. Pure, no I/O.
+
+A :class:`LiveSession` takes already-authorised, already-decided inputs (the choke point
+in ``relay.chokepoint`` does the deciding) and returns an :class:`Outcome`: the audit
+events to record and the frames to deliver, to which connections. The adapter records the
+events first and delivers only after they are recorded.
+
+Every delivered event carries a per-class sequence number and is kept in a bounded
+history, so a participant who reconnects with ``resume_after`` gets what it missed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from relay import wire
+from relay.audit import AuditEvent, EventKind
+from relay.errors import ErrorCode
+from relay.identity import Participant, ParticipantRole
+from relay.limits import Limits
+from relay.messages import (
+    Ack,
+    AckStatus,
+    Channel,
+    ChatEvent,
+    ErrorFrame,
+    HandEvent,
+    ParticipantInfo,
+    PresenceChange,
+    PresenceEvent,
+    SequencedEvent,
+    SessionEnded,
+    SessionInfo,
+    Welcome,
+)
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"
+    PAUSED = "paused"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One encoded frame for a set of connections (by connection id)."""
+
+    frame: bytes
+    conns: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    conn: int
+    code: ErrorCode
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    events: tuple[AuditEvent, ...] = ()
+    deliveries: tuple[Delivery, ...] = ()
+    closes: tuple[CloseRequest, ...] = ()
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(
+            self.events + other.events,
+            self.deliveries + other.deliveries,
+            self.closes + other.closes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _HistoryItem:
+    seq: int
+    frame: bytes
+    visible_to: frozenset[str] | None
+    """None: everyone in the class; else these participant ids (and staff)."""
+
+
+@dataclass(slots=True)
+class _Member:
+    participant: Participant
+    conn: int
+
+
+def participant_info(p: Participant) -> ParticipantInfo:
+    return ParticipantInfo(pid=p.pid, role=p.role, name=p.name, machine=p.machine)
+
+
+@dataclass(slots=True)
+class LiveSession:
+    """One class in progress. Methods are pure state transitions returning outcomes."""
+
+    info: SessionInfo
+    instructor: str
+    learners: frozenset[str]
+    limits: Limits
+    state: SessionState = SessionState.OPEN
+    seq: int = 0
+    ended_reason: str | None = None
+    _members: dict[str, _Member] = field(default_factory=dict)
+    _hands: dict[str, None] = field(default_factory=dict)
+    _history: deque[_HistoryItem] = field(default_factory=deque)
+    _acks: dict[str, OrderedDict[str, Ack]] = field(default_factory=dict)
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    def member_conn(self, pid: str) -> int | None:
+        m = self._members.get(pid)
+        return m.conn if m else None
+
+    def is_current(self, pid: str, conn: int) -> bool:
+        m = self._members.get(pid)
+        return m is not None and m.conn == conn
+
+    def roster(self) -> tuple[ParticipantInfo, ...]:
+        return tuple(participant_info(m.participant) for m in self._members.values())
+
+    def connections(self) -> tuple[int, ...]:
+        return tuple(m.conn for m in self._members.values())
+
+    def may_address(self, pid: str) -> ParticipantRole | None:
+        """The role of ``pid`` if it belongs to this class (present or on the roster)."""
+        if pid == f"instructor:{self.instructor}":
+            return ParticipantRole.INSTRUCTOR
+        role, _, name = pid.partition(":")
+        if role == "learner" and name in self.learners:
+            return ParticipantRole.LEARNER
+        return None
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _event(
+        self, kind: EventKind, now: float, who: Participant | None, **kw: object
+    ) -> AuditEvent:
+        return AuditEvent(
+            kind=kind,
+            time=now,
+            session=self.id,
+            actor=who.pid if who else None,
+            machine=who.machine if who else None,
+            learner=who.name if who and who.role is ParticipantRole.LEARNER else None,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def _recipients(self, visible_to: frozenset[str] | None) -> tuple[int, ...]:
+        if visible_to is None:
+            return self.connections()
+        return tuple(
+            m.conn
+            for pid, m in self._members.items()
+            if pid in visible_to or m.participant.role is ParticipantRole.STAFF
+        )
+
+    def _sequence(self, event: SequencedEvent, visible_to: frozenset[str] | None) -> Delivery:
+        frame = wire.encode_server(event)
+        self._history.append(_HistoryItem(event.seq, frame, visible_to))
+        while len(self._history) > self.limits.history_limit:
+            self._history.popleft()
+        return Delivery(frame, self._recipients(visible_to))
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _remember_ack(self, pid: str, ack: Ack) -> None:
+        acks = self._acks.setdefault(pid, OrderedDict())
+        acks[ack.ref] = ack
+        while len(acks) > self.limits.dedup_window:
+            acks.popitem(last=False)
+
+    def previous_ack(self, pid: str, msg_id: str) -> Ack | None:
+        """The ack already given for ``msg_id`` by ``pid`` (a resent duplicate), if any."""
+        acks = self._acks.get(pid)
+        return acks.get(msg_id) if acks else None
+
+    def _replay(self, pid: str, role: ParticipantRole, after: int) -> list[bytes]:
+        if after >= self.seq:
+            return []
+        return [
+            item.frame
+            for item in self._history
+            if item.seq > after
+            and (item.visible_to is None or pid in item.visible_to or role is ParticipantRole.STAFF)
+        ]
+
+    # -- transitions -------------------------------------------------------------------
+
+    def join(
+        self, who: Participant, conn: int, resume_after: int, now: float, peer: str | None
+    ) -> Outcome:
+        """``who`` joins on connection ``conn`` (replacing an older connection of theirs)."""
+        outcome = Outcome()
+        previous = self._members.get(who.pid)
+        self._members[who.pid] = _Member(who, conn)
+        if previous is not None and previous.conn != conn:
+            outcome += Outcome(
+                closes=(CloseRequest(previous.conn, ErrorCode.REPLACED, "you joined again"),)
+            )
+        replay = self._replay(who.pid, who.role, min(resume_after, self.seq))
+        welcome = Welcome(
+            session=self.info,
+            you=participant_info(who),
+            roster=self.roster(),
+            hands=tuple(self._hands),
+            last_seq=self.seq,
+            replay=len(replay),
+        )
+        deliveries = [Delivery(wire.encode_server(welcome), (conn,))]
+        deliveries += [Delivery(frame, (conn,)) for frame in replay]
+        events = [
+            self._event(
+                EventKind.JOINED,
+                now,
+                who,
+                peer=peer,
+                detail="rejoined"
+                if previous
+                else (f"resume after {resume_after}" if resume_after else None),
+            )
+        ]
+        if previous is None:
+            presence = PresenceChange(
+                seq=self._next_seq(),
+                event=PresenceEvent.JOINED,
+                who=participant_info(who),
+                time=now,
+            )
+            d = self._sequence(presence, None)
+            deliveries.append(Delivery(d.frame, tuple(c for c in d.conns if c != conn)))
+        return outcome + Outcome(tuple(events), tuple(deliveries))
+
+    def leave(self, who: Participant, conn: int, now: float, reason: str) -> Outcome:
+        """Connection ``conn`` of ``who`` is gone. No-op if a newer connection replaced it."""
+        if not self.is_current(who.pid, conn):
+            return Outcome()
+        del self._members[who.pid]
+        deliveries: list[Delivery] = []
+        if who.pid in self._hands:
+            del self._hands[who.pid]
+            hand = HandEvent(seq=self._next_seq(), who=who.pid, raised=False, time=now)
+            deliveries.append(self._sequence(hand, None))
+        presence = PresenceChange(
+            seq=self._next_seq(), event=PresenceEvent.LEFT, who=participant_info(who), time=now
+        )
+        deliveries.append(self._sequence(presence, None))
+        event = self._event(EventKind.LEFT, now, who, detail=reason)
+        return Outcome((event,), tuple(deliveries))
+
+    def refuse(
+        self,
+        who: Participant,
+        conn: int,
+        msg_id: str,
+        code: ErrorCode,
+        detail: str,
+        now: float,
+        *,
+        rule: str | None = None,
+        policy_version: str | None = None,
+        content: str | None = None,
+        channel: str | None = None,
+        recipient: str | None = None,
+    ) -> Outcome:
+        """Refuse a message of ``who``: tell the sender why, record it, deliver nothing."""
+        ack = Ack(
+            ref=msg_id,
+            status=AckStatus.REFUSED,
+            code=code.number,
+            error=code.slug,
+            text=code.text(detail),
+        )
+        self._remember_ack(who.pid, ack)
+        event = self._event(
+            EventKind.MESSAGE_REFUSED,
+            now,
+            who,
+            msg_id=msg_id,
+            decision="refused",
+            rule=rule,
+            error=code.slug,
+            detail=detail,
+            content=content,
+            policy_version=policy_version,
+            channel=channel,
+            recipient=recipient,
+        )
+        return Outcome((event,), (Delivery(wire.encode_server(ack), (conn,)),))
+
+    def chat(
+        self,
+        who: Participant,
+        conn: int,
+        msg_id: str,
+        channel: Channel,
+        text: str,
+        to: str | None,
+        now: float,
+        *,
+        rule: str,
+        policy_version: str,
+    ) -> Outcome:
+        """Deliver an allowed chat message."""
+        seq = self._next_seq()
+        event = ChatEvent(
+            seq=seq, id=msg_id, sender=who.pid, channel=channel, text=text, time=now, to=to
+        )
+        visible = None if channel is Channel.CLASS else frozenset({who.pid, to or ""})
+        ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
+        self._remember_ack(who.pid, ack)
+        record = self._event(
+            EventKind.MESSAGE_DELIVERED,
+            now,
+            who,
+            msg_id=msg_id,
+            seq=seq,
+            channel=channel.value,
+            recipient=to,
+            decision="delivered",
+            rule=rule,
+            content=text,
+            policy_version=policy_version,
+        )
+        # The sender's ack goes first, then the event to everyone it is for.
+        deliveries = (Delivery(wire.encode_server(ack), (conn,)), self._sequence(event, visible))
+        return Outcome((record,), deliveries)
+
+    def hand(
+        self, who: Participant, conn: int, msg_id: str, target: str, raised: bool, now: float
+    ) -> Outcome:
+        """Raise or lower ``target``'s hand (already authorised)."""
+        changed = (target in self._hands) != raised
+        if raised:
+            self._hands[target] = None
+        else:
+            self._hands.pop(target, None)
+        deliveries: list[Delivery] = []
+        seq: int
+        if changed:
+            hand = HandEvent(seq=self._next_seq(), who=target, raised=raised, time=now)
+            seq = hand.seq
+            ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
+            deliveries = [Delivery(wire.encode_server(ack), (conn,)), self._sequence(hand, None)]
+        else:
+            seq = self.seq
+            ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
+            deliveries = [Delivery(wire.encode_server(ack), (conn,))]
+        self._remember_ack(who.pid, ack)
+        record = self._event(
+            EventKind.HAND,
+            now,
+            who,
+            msg_id=msg_id,
+            seq=seq,
+            recipient=target if target != who.pid else None,
+            decision="delivered",
+            detail="raised" if raised else "lowered",
+        )
+        return Outcome((record,), tuple(deliveries))
+
+    def end(self, by: str, reason: str, now: float) -> Outcome:
+        """End the class: everyone is told why and disconnected."""
+        if self.state is SessionState.ENDED:
+            return Outcome()
+        self.state = SessionState.ENDED
+        self.ended_reason = reason
+        frame = wire.encode_server(SessionEnded(reason=reason, by=by, time=now))
+        conns = self.connections()
+        record = AuditEvent(
+            kind=EventKind.SESSION_ENDED, time=now, session=self.id, actor=by, detail=reason
+        )
+        closes = tuple(CloseRequest(c, ErrorCode.SESSION_ENDED, reason) for c in conns)
+        self._members.clear()
+        self._hands.clear()
+        return Outcome((record,), (Delivery(frame, conns),), closes)
+
+    def pause(self, reason: str) -> tuple[bytes, tuple[int, ...]]:
+        """Fail closed: stop accepting messages. Returns a notice for everyone present.
+
+        The notice is not recorded (the audit log is what failed); it carries no content.
+        """
+        self.state = SessionState.PAUSED
+        code = ErrorCode.AUDIT_UNAVAILABLE
+        notice = ErrorFrame(code=code.number, error=code.slug, text=code.text(reason))
+        return wire.encode_server(notice), self.connections()
+
+    def resume(self) -> None:
+        if self.state is SessionState.PAUSED:
+            self.state = SessionState.OPEN
