@@ -78,6 +78,8 @@ class _TLSAcceptor(asyncio.Protocol):
         self.listener = listener
         self.ctx = ctx
         self.web_server = web_server
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -107,9 +109,20 @@ class _TLSAcceptor(asyncio.Protocol):
         proto = self.web_server()
         tls.set_protocol(proto)
         proto.connection_made(tls)
+        # With TLS 1.3 the client may send its request in the same flight as its
+        # Finished message: hand over what arrived before aiohttp took over.
+        for chunk in self._early:
+            proto.data_received(chunk)
+        self._early.clear()
+        if self._early_eof:
+            proto.eof_received()
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
+    def data_received(self, data: bytes) -> None:
+        self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        self._early_eof = True
+        return None
 
 
 def _peer_text(peername: Any) -> str:

@@ -78,7 +78,6 @@ def unpack_frame(data: bytes, limits: Limits) -> dict[str, Any]:
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_buffer_size=limits.max_frame_bytes,
             max_str_len=limits.max_str_bytes,
             max_bin_len=limits.max_bin_bytes,
             max_array_len=limits.max_array_len,

@@ -1,0 +1,461 @@
+"""The async client both classroom-relay clients are built on.
+
+:class:`RelayClient` holds one participant's place in one class: it connects over
+WebSocket + mutual TLS 1.3 with a credential bundle, sends ``hello``, keeps the class
+state (roster, raised hands, last sequence number), and reconnects with exponential
+backoff when the connection drops, resuming from the last event it saw. Messages sent
+while disconnected, or whose decision was not received, are resent with the same id
+after reconnecting; the relay answers a resent id with its first decision, so nothing
+is delivered twice. Events are deduplicated by sequence number.
+
+Refusals that reconnecting cannot fix (revoked, not on the roster, class ended, ...)
+end the client with a :class:`relay.errors.ClientError` carrying the relay's code and text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import logging
+import os
+import random
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from relay import wire
+from relay.bundle import Bundle, load_bundle
+from relay.errors import ClientError, ErrorCode, ProtocolError
+from relay.messages import (
+    Ack,
+    AckStatus,
+    Bye,
+    Channel,
+    Chat,
+    ChatEvent,
+    ClientMessage,
+    EndSession,
+    ErrorFrame,
+    Hand,
+    HandEvent,
+    Hello,
+    ParticipantInfo,
+    PresenceChange,
+    PresenceEvent,
+    ServerMessage,
+    SessionEnded,
+    Welcome,
+)
+
+log = logging.getLogger("relay.client")
+
+RETRYABLE = frozenset(
+    {
+        ErrorCode.SHUTTING_DOWN,
+        ErrorCode.IDLE_TIMEOUT,
+        ErrorCode.AUDIT_UNAVAILABLE,
+        ErrorCode.LIMIT_EXCEEDED,
+        ErrorCode.INTERNAL,
+        ErrorCode.TOO_MANY_CONNECTIONS,
+    }
+)
+"""Close codes after which the client reconnects; any other refusal is final."""
+
+_TLS_ALERTS = {
+    "CERTIFICATE_REQUIRED": ErrorCode.NO_CERTIFICATE,
+    "UNKNOWN_CA": ErrorCode.UNKNOWN_CA,
+    "CERTIFICATE_EXPIRED": ErrorCode.CERT_EXPIRED,
+    "BAD_CERTIFICATE": ErrorCode.UNKNOWN_CA,
+    "CERTIFICATE_UNKNOWN": ErrorCode.UNKNOWN_CA,
+    "CERTIFICATE_REVOKED": ErrorCode.REVOKED,
+}
+
+
+def tls_refusal(exc: BaseException) -> ClientError | None:
+    """Translate a TLS alert from the relay into the refusal it means, if it is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return ClientError(
+                "Refused: the relay's certificate could not be verified with the facility CA "
+                f"in your bundle ({current.verify_message}). What to do: check the relay "
+                "address (--relay) and that the bundle comes from this facility.",
+                ErrorCode.TLS_FAILED,
+            )
+        if isinstance(current, ssl.SSLError):
+            reason = (current.reason or str(current)).upper()
+            for marker, code in _TLS_ALERTS.items():
+                if marker in reason:
+                    return ClientError(code.text("the relay refused the TLS handshake"), code)
+        current = current.__cause__ or current.__context__ or getattr(current, "os_error", None)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: exponential from ``initial`` to ``maximum``, with jitter."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    factor: float = 2.0
+    attempts: int = 0
+    """Give up after this many failed attempts in a row; 0 means never give up."""
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        return base * (0.5 + random.random() / 2)
+
+
+class RelayClient:
+    """One participant in one class. Use as ``async with RelayClient(...) as c:``."""
+
+    def __init__(
+        self,
+        bundle_path: Path | str,
+        session: str,
+        *,
+        relay_url: str | None = None,
+        learner: str | None = None,
+        pin: str | None = None,
+        reconnect: bool = True,
+        backoff: Backoff | None = None,
+        client_name: str = "classroom-relay-client",
+        event_queue_limit: int = 100_000,
+    ) -> None:
+        self.bundle_path = Path(bundle_path)
+        self.bundle: Bundle = load_bundle(self.bundle_path)
+        self.session_id = session
+        self.url = (relay_url or self.bundle.relay_url).rstrip("/") + "/v1"
+        if not self.url.startswith("wss://"):
+            raise ClientError(f"relay address {relay_url!r} must start with wss://")
+        self.learner = learner
+        self.pin = pin
+        self.reconnect = reconnect
+        self.backoff = backoff or Backoff()
+        self.client_name = client_name
+        self._ssl = self.bundle.client_ssl_context(self.bundle_path)
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+        self._pending: dict[str, tuple[ClientMessage, asyncio.Future[Ack]]] = {}
+        self._events: asyncio.Queue[ServerMessage] = asyncio.Queue(event_queue_limit)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._first_welcome: asyncio.Future[Welcome] | None = None
+        self._closing = False
+        self.welcome: Welcome | None = None
+        self.last_seq = 0
+        self.roster: dict[str, ParticipantInfo] = {}
+        self.hands: set[str] = set()
+        self.error: ClientError | None = None
+        self.ended: SessionEnded | None = None
+        self.reconnects = 0
+        self._last_error: ClientError | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RelayClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def me(self) -> ParticipantInfo | None:
+        return self.welcome.you if self.welcome else None
+
+    async def connect(self) -> Welcome:
+        """Connect and join; returns the first welcome or raises :class:`ClientError`."""
+        not_after = self.bundle.not_after
+        if dt.datetime.now(dt.UTC) > not_after:
+            code = ErrorCode.CERT_EXPIRED
+            raise ClientError(code.text(f"your bundle expired {not_after.isoformat()}"), code)
+        loop = asyncio.get_running_loop()
+        self._http = aiohttp.ClientSession()
+        self._first_welcome = loop.create_future()
+        self._runner = loop.create_task(self._run())
+        try:
+            return await asyncio.shield(self._first_welcome)
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def close(self, *, say_bye: bool = True) -> None:
+        """Leave the class (``bye``) and close the connection."""
+        if self._closing:
+            return
+        self._closing = True
+        ws = self._ws
+        if say_bye and ws is not None and not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await ws.send_bytes(wire.encode_client(Bye(id=self._new_id())))
+                await asyncio.wait_for(ws.close(), timeout=2.0)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
+        failure = self.error or ClientError("the client was closed before the relay answered")
+        for _, fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(failure)
+
+    async def drop_connection(self) -> None:
+        """Abruptly drop the current connection (the client reconnects and resumes).
+
+        Meant for the demo and tests of resume; a real network drop does the same.
+        """
+        ws = self._ws
+        if ws is not None:
+            connection = ws._response.connection
+            transport = connection.transport if connection is not None else None
+            if transport is not None:
+                transport.abort()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    async def _request(self, msg: ClientMessage) -> Ack:
+        if self.error is not None:
+            raise self.error
+        fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._pending[msg.id] = (msg, fut)
+        ws = self._ws
+        if ws is not None and self._connected.is_set():
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await ws.send_bytes(wire.encode_client(msg))
+        return await fut
+
+    async def chat(self, text: str, *, to: str | None = None) -> Ack:
+        """Send a chat message; returns the relay's decision (delivered, refused, held)."""
+        channel = Channel.DIRECT if to is not None else Channel.CLASS
+        try:
+            msg = Chat(id=self._new_id(), channel=channel, text=text, to=to)
+        except ValueError as exc:
+            raise ClientError(f"the message was not sent: {exc}") from exc
+        return await self._request(msg)
+
+    async def hand(self, raised: bool, *, who: str | None = None) -> Ack:
+        return await self._request(Hand(id=self._new_id(), raised=raised, who=who))
+
+    async def end_session(self, reason: str) -> Ack:
+        """Staff only: end the class for everyone."""
+        return await self._request(EndSession(id=self._new_id(), reason=reason))
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def next_event(self, wait_s: float | None = None) -> ServerMessage:
+        """The next chat, presence, hand, error or end event (each seq at most once).
+
+        Raises :class:`TimeoutError` when nothing arrives within ``wait_s`` seconds.
+        """
+        if wait_s is None:
+            return await self._events.get()
+        return await asyncio.wait_for(self._events.get(), wait_s)
+
+    async def events(self) -> AsyncIterator[ServerMessage]:
+        while True:
+            if self._events.empty() and self._runner is not None and self._runner.done():
+                return
+            get = asyncio.ensure_future(self._events.get())
+            waiters: set[asyncio.Future[object]] = {get}  # type: ignore[arg-type]
+            if self._runner is not None:
+                waiters.add(self._runner)  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if get in done:
+                yield get.result()
+            else:
+                get.cancel()
+                while not self._events.empty():
+                    yield self._events.get_nowait()
+                return
+
+    @property
+    def finished(self) -> bool:
+        return self._runner is not None and self._runner.done()
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._closing:
+                try:
+                    await self._session_once()
+                    attempt = 0
+                except ClientError as exc:
+                    if exc.code is not None and exc.code not in RETRYABLE:
+                        self._fail(exc)
+                        return
+                    last: ClientError = exc
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    refusal = tls_refusal(exc)
+                    if refusal is not None:
+                        self._fail(refusal)
+                        return
+                    last = ClientError(
+                        f"could not reach the relay at {self.url}: {exc}. What to do: check "
+                        "the address and that the relay is running."
+                    )
+                if self._closing or not self.reconnect or self.ended is not None:
+                    if self.ended is None and self.error is None:
+                        self._fail(last)
+                    return
+                attempt += 1
+                if self.backoff.attempts and attempt > self.backoff.attempts:
+                    self._fail(last)
+                    return
+                if (
+                    self._first_welcome is not None
+                    and not self._first_welcome.done()
+                    and attempt > 1
+                ):
+                    # Never connected yet and failing again: report instead of retrying forever.
+                    self._fail(last)
+                    return
+                delay = self.backoff.delay(attempt)
+                log.info("connection lost (%s); reconnecting in %.1f s", last, delay)
+                await asyncio.sleep(delay)
+                self.reconnects += 1
+        finally:
+            self._connected.clear()
+
+    def _fail(self, error: ClientError) -> None:
+        self.error = error
+        if self._first_welcome is not None and not self._first_welcome.done():
+            self._first_welcome.set_exception(error)
+        for _, fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._pending.clear()
+
+    async def _session_once(self) -> None:
+        assert self._http is not None
+        async with self._http.ws_connect(
+            self.url,
+            protocols=(wire.SUBPROTOCOL,),
+            ssl=self._ssl,
+            compress=0,
+            autoping=True,
+            heartbeat=20.0,
+            max_msg_size=wire.CLIENT_SIDE_LIMITS.max_frame_bytes,
+        ) as ws:
+            self._ws = ws
+            try:
+                await ws.send_bytes(
+                    wire.encode_client(
+                        Hello(
+                            id=self._new_id(),
+                            session=self.session_id,
+                            learner=self.learner,
+                            pin=self.pin,
+                            resume_after=self.last_seq,
+                            client=self.client_name,
+                        )
+                    )
+                )
+                await self._read(ws)
+            finally:
+                self._connected.clear()
+                self._ws = None
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                continue
+            try:
+                event = wire.decode_server(msg.data)
+            except ProtocolError as exc:
+                log.warning("ignored a frame the relay sent: %s", exc)
+                continue
+            if isinstance(event, ErrorFrame) and event.ref is None:
+                # A notice about the connection or the class; a close usually follows.
+                self._last_error = ClientError(event.text, ErrorCode.by_number(event.code))
+                await self._emit(event)
+                continue
+            await self._handle(event, ws)
+        close_code = ws.close_code
+        code = ErrorCode.by_number(close_code) if close_code else None
+        if self.ended is not None:
+            raise ClientError(self.ended.reason, ErrorCode.SESSION_ENDED)
+        if code is not None:
+            last = self._last_error
+            text = str(last) if last is not None and last.code is code else code.text()
+            raise ClientError(text, code)
+        raise ClientError(f"the connection to the relay closed (code {close_code})")
+
+    async def _handle(self, event: ServerMessage, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if isinstance(event, Welcome):
+            self.welcome = event
+            self.roster = {p.pid: p for p in event.roster}
+            self.hands = set(event.hands)
+            if self._first_welcome is not None and not self._first_welcome.done():
+                self._first_welcome.set_result(event)
+            self._connected.set()
+            # Resend everything that has no decision yet, with the same ids.
+            for msg, fut in list(self._pending.values()):
+                if not fut.done():
+                    await ws.send_bytes(wire.encode_client(msg))
+            return
+        if isinstance(event, Ack):
+            entry = self._pending.pop(event.ref, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(event)
+            return
+        if isinstance(event, ErrorFrame):
+            entry = self._pending.pop(event.ref or "", None)
+            ack = Ack(
+                ref=event.ref or "",
+                status=AckStatus.REFUSED,
+                code=event.code,
+                error=event.error,
+                text=event.text,
+            )
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(ack)
+            return
+        if isinstance(event, SessionEnded):
+            self.ended = event
+            await self._emit(event)
+            return
+        if isinstance(event, ChatEvent | PresenceChange | HandEvent):
+            if event.seq <= self.last_seq:
+                return  # already seen before a reconnect
+            self.last_seq = event.seq
+            if isinstance(event, PresenceChange):
+                if event.event is PresenceEvent.JOINED:
+                    self.roster[event.who.pid] = event.who
+                else:
+                    self.roster.pop(event.who.pid, None)
+            elif isinstance(event, HandEvent):
+                (self.hands.add if event.raised else self.hands.discard)(event.who)
+            await self._emit(event)
+
+    async def _emit(self, event: ServerMessage) -> None:
+        await self._events.put(event)
+
+
+def describe_ack(ack: Ack) -> str:
+    """One line for a person: what the relay decided about a message."""
+    if ack.status is AckStatus.DELIVERED:
+        return f"delivered (seq {ack.seq})"
+    return f"{ack.status.value}: {ack.text or ack.error}"
