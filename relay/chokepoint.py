@@ -29,6 +29,8 @@ from relay.errors import AccessDenied, ErrorCode, ProtocolError, RelayError
 from relay.identity import Listener, Participant, ParticipantRole
 from relay.limits import Limits
 from relay.messages import (
+    Ack,
+    AckStatus,
     Bye,
     Chat,
     ClientMessage,
@@ -296,7 +298,9 @@ class ChokePoint:
         if isinstance(msg, EndSession):
             if who.role is not ParticipantRole.STAFF:
                 raise AccessDenied(ErrorCode.NOT_PERMITTED, "only security staff end a class")
-            return session.end(who.pid, msg.reason, now)
+            ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=session.seq)
+            acked = Outcome(deliveries=(Delivery(wire.encode_server(ack), (conn.id,)),))
+            return acked + session.end(who.pid, msg.reason, now)
         if session.state is SessionState.PAUSED:
             raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
         if conn.bucket is not None and not conn.bucket.take(now):

@@ -20,6 +20,7 @@ import logging
 import signal
 import ssl
 import time
+from asyncio import sslproto
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,59 @@ def classify_tls_failure(exc: BaseException) -> tuple[ErrorCode, str]:
     return ErrorCode.TLS_FAILED, f"{type(exc).__name__}: {exc}"
 
 
+class _AlertingSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's server-side TLS, except that a refused handshake still sends its alert.
+
+    asyncio drops the alert OpenSSL produces when it refuses a client certificate, so
+    the client would see only a closed connection. Flushing it first lets the client
+    say *why* (certificate required, unknown CA, expired).
+    """
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()  # type: ignore[attr-defined]
+        super()._on_handshake_complete(handshake_exc)
+
+
+async def _start_tls_server(
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    ctx: ssl.SSLContext,
+    handshake_timeout: float,
+) -> asyncio.Transport:
+    """``loop.start_tls(server_side=True)`` with :class:`_AlertingSSLProtocol`."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(sslproto.SSLProtocol, "_process_outgoing"):  # pragma: no cover
+        tls = await loop.start_tls(
+            transport, protocol, ctx, server_side=True, ssl_handshake_timeout=handshake_timeout
+        )
+        assert tls is not None
+        return tls
+    waiter: asyncio.Future[None] = loop.create_future()
+    ssl_protocol = _AlertingSSLProtocol(
+        loop,
+        protocol,
+        ctx,
+        waiter,
+        server_side=True,
+        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
+        call_connection_made=False,
+    )
+    transport.pause_reading()
+    transport.set_protocol(ssl_protocol)
+    made = loop.call_soon(ssl_protocol.connection_made, transport)
+    resume = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        made.cancel()
+        resume.cancel()
+        raise
+    app_transport: asyncio.Transport = ssl_protocol._app_transport
+    return app_transport
+
+
 class _TLSAcceptor(asyncio.Protocol):
     """Accepts TCP, runs the TLS handshake, then hands the connection to aiohttp."""
 
@@ -87,24 +141,16 @@ class _TLSAcceptor(asyncio.Protocol):
         self.relay._spawn(self._handshake(transport))
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
         peername = transport.get_extra_info("peername")
         peer = _peer_text(peername)
         try:
-            tls = await loop.start_tls(
-                transport,
-                self,
-                self.ctx,
-                server_side=True,
-                ssl_handshake_timeout=self.relay.config.limits.tls_handshake_timeout_s,
+            tls = await _start_tls_server(
+                transport, self, self.ctx, self.relay.config.limits.tls_handshake_timeout_s
             )
         except (OSError, TimeoutError, ConnectionError, EOFError) as exc:
-            transport.abort()
+            transport.close()
             code, detail = classify_tls_failure(exc)
             await self.relay.record_tls_refusal(self.listener, peer, code, detail)
-            return
-        if tls is None:  # pragma: no cover - the peer vanished during the handshake
-            transport.abort()
             return
         proto = self.web_server()
         tls.set_protocol(proto)
@@ -531,7 +577,9 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=(wire.SUBPROTOCOL,),
         compress=False,
-        max_msg_size=limits.max_frame_bytes,
+        # Frames up to 4x the limit are read so the sender gets a clear refusal; larger
+        # ones make aiohttp drop the connection before buffering them.
+        max_msg_size=4 * limits.max_frame_bytes,
         heartbeat=limits.ping_interval_s,
         autoping=True,
     )

@@ -1,0 +1,120 @@
+"""Shared fixtures: a real facility built with the admin CLI, and a real relay on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay import cli
+from relay.home import FacilityHome
+from relay.server import Relay, running_relay
+
+PINS = {"l1001": "1234", "l1002": "2345", "l1003": "3456", "l1009": "9999"}
+
+
+def iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Facility:
+    """A facility home made by the real admin commands, in a short temporary path."""
+
+    root: Path
+
+    @property
+    def home(self) -> FacilityHome:
+        return FacilityHome(self.root / "fac")
+
+    def admin(self, *args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["--home", str(self.home.root), *args])
+        return code, out.getvalue(), err.getvalue()
+
+    def must(self, *args: str) -> str:
+        code, out, err = self.admin(*args)
+        assert code == 0, f"classroom-relay {' '.join(args)} failed: {err}{out}"
+        return out
+
+    def bundle(self, name: str) -> Path:
+        return self.root / f"{name}.bundle"
+
+    def enroll(self, role: str, name: str, *extra: str) -> Path:
+        self.must("enroll", role, name, "--out", str(self.bundle(name)), *extra)
+        return self.bundle(name)
+
+    def schedule(
+        self,
+        class_id: str,
+        *,
+        instructor: str = "alice",
+        classroom: str = "room-a",
+        learners: tuple[str, ...] = ("l1001", "l1002", "l1003"),
+        start: dt.timedelta = dt.timedelta(minutes=-5),
+        end: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        args = ["schedule", "add", "--id", class_id, "--title", f"Class {class_id}"]
+        args += ["--instructor", instructor, "--classroom", classroom]
+        for learner in learners:
+            args += ["--learner", learner]
+        args += ["--start", iso(now + start), "--end", iso(now + end)]
+        self.must(*args)
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        path = self.home.audit_dir / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build_facility(root: Path) -> Facility:
+    f = Facility(root)
+    f.must("init", "--no-passphrase", "--facility", "Test Facility")
+    f.enroll("instructor", "alice")
+    f.enroll("instructor", "bob")
+    for machine in ("pc-01", "pc-02", "pc-03"):
+        f.enroll("machine", machine, "--classroom", "room-a")
+    f.enroll("machine", "pc-09", "--classroom", "room-b")
+    f.enroll("staff", "sam")
+    for learner, pin in PINS.items():
+        f.must("learner", "add", learner, "--pin", pin)
+    f.schedule("py101")
+    return f
+
+
+@pytest.fixture(scope="session")
+def _facility_template() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="crt-"))
+    build_facility(root)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def facility(_facility_template: Path) -> Iterator[Facility]:
+    """A fresh copy of a prepared facility: instructors alice and bob, machines pc-01..03
+    (room-a) and pc-09 (room-b), staff sam, learners l1001-l1003 (+ l1009 not on the
+    roster), class py101 (alice, room-a) open now."""
+    root = Path(tempfile.mkdtemp(prefix="crf-"))
+    shutil.copytree(_facility_template, root, dirs_exist_ok=True)
+    (root / "fac" / "run" / "control.sock").unlink(missing_ok=True)
+    yield Facility(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def relay(facility: Facility) -> AsyncIterator[Relay]:
+    async with running_relay(facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0)) as r:
+        yield r
