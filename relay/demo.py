@@ -1,0 +1,413 @@
+"""``classroom-relay demo``: a whole facility in a temporary directory, and a scripted lesson.
+
+It enrols an instructor, three classroom machines with a learner each, and security staff
+with the real admin commands; starts a real relay on loopback (TLS 1.3, client
+certificates); then runs a short lesson through it: class chat, a raised hand, a direct
+message, a refused learner-to-learner message, a machine that was never enrolled being
+refused, and an instructor whose credential is revoked while connected. It prints a
+transcript as it goes. Without ``--headless`` the relay then stays up and prints how to
+join with the two clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import io
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+from relay import cli, pki
+from relay.bundle import Bundle, load_bundle, write_bundle
+from relay.client import RelayClient
+from relay.errors import ClientError, RelayError
+from relay.home import FacilityHome
+from relay.identity import Role
+from relay.messages import (
+    ChatEvent,
+    ErrorFrame,
+    HandEvent,
+    PresenceChange,
+    ServerMessage,
+    SessionEnded,
+)
+from relay.server import Relay, running_relay
+
+LEARNERS = (("l1001", "pc-01", "4821"), ("l1002", "pc-02", "1593"), ("l1003", "pc-03", "7364"))
+GUEST = ("l1004", "pc-04", "2468")
+CLASS_ID = "py101"
+GUEST_CLASS = "js201"
+
+
+class Transcript:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.start = time.monotonic()
+        self.lines: list[str] = []
+
+    def say(self, who: str, text: str) -> None:
+        line = f"[{time.monotonic() - self.start:5.2f}s] {who:<12} {text}"
+        self.lines.append(line)
+        print(line, file=self.out, flush=True)
+
+    def section(self, title: str) -> None:
+        print(f"\n== {title}", file=self.out, flush=True)
+
+
+def _admin(home: Path, *args: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["--home", str(home), *args])
+    if code != 0:
+        raise RelayError(
+            f"demo set-up step 'classroom-relay {' '.join(args)}' failed: {err.getvalue()}"
+        )
+    return out.getvalue()
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_demo_facility(root: Path) -> FacilityHome:
+    """A complete facility made with the real admin commands."""
+    home = root / "facility"
+    _admin(home, "init", "--no-passphrase", "--facility", "Demo Facility (San Quentin style)")
+    _admin(home, "enroll", "instructor", "ada", "--out", str(root / "ada.bundle"))
+    _admin(home, "enroll", "instructor", "eve", "--out", str(root / "eve.bundle"))
+    _admin(home, "enroll", "staff", "sam", "--out", str(root / "sam.bundle"))
+    for learner, machine, pin in (*LEARNERS, GUEST):
+        _admin(
+            home,
+            "enroll",
+            "machine",
+            machine,
+            "--classroom",
+            "room-a",
+            "--out",
+            str(root / f"{machine}.bundle"),
+        )
+        _admin(home, "learner", "add", learner, "--pin", pin)
+    now = dt.datetime.now(dt.UTC)
+    start, end = _iso(now - dt.timedelta(minutes=5)), _iso(now + dt.timedelta(hours=3))
+    roster = [a for learner, _, _ in (*LEARNERS, GUEST) for a in ("--learner", learner)]
+    _admin(
+        home,
+        "schedule",
+        "add",
+        "--id",
+        CLASS_ID,
+        "--title",
+        "Intro to Python: loops",
+        "--instructor",
+        "ada",
+        "--classroom",
+        "room-a",
+        *roster,
+        "--start",
+        start,
+        "--end",
+        end,
+    )
+    _admin(
+        home,
+        "schedule",
+        "add",
+        "--id",
+        GUEST_CLASS,
+        "--title",
+        "JavaScript basics",
+        "--instructor",
+        "eve",
+        "--classroom",
+        "room-a",
+        "--learner",
+        "l1003",
+        "--start",
+        start,
+        "--end",
+        end,
+    )
+    return FacilityHome(home)
+
+
+def _never_enrolled_bundle(root: Path) -> Path:
+    """A machine credential from some other CA, as a smuggled-in laptop would have."""
+    ca_key, ca_cert = pki.create_ca("Somewhere Else", now=dt.datetime.now(dt.UTC))
+    key_pem, cert_pem, _ = pki.issue_client_certificate(
+        ca_key,
+        ca_cert,
+        name="pc-99",
+        role=Role.MACHINE,
+        facility="Somewhere Else",
+        valid=dt.timedelta(days=1),
+        now=dt.datetime.now(dt.UTC),
+    )
+    real = load_bundle(root / "pc-01.bundle")
+    path = root / "pc-99.bundle"
+    write_bundle(
+        path,
+        Bundle(
+            name="pc-99",
+            role=Role.MACHINE,
+            classroom="room-a",
+            relay_url=real.relay_url,
+            facility="Somewhere Else",
+            cert_pem=cert_pem,
+            key_pem=key_pem,
+            ca_pem=real.ca_pem,
+        ),
+    )
+    return path
+
+
+def _describe(event: ServerMessage) -> str:
+    if isinstance(event, ChatEvent):
+        where = f"(direct to {event.to})" if event.to else "#class"
+        return f"{where} {event.sender}: {event.text}"
+    if isinstance(event, PresenceChange):
+        return f"* {event.who.pid} {event.event.value}"
+    if isinstance(event, HandEvent):
+        return f"{event.who} {'raised' if event.raised else 'lowered'} a hand"
+    if isinstance(event, SessionEnded):
+        return f"class ended by {event.by}: {event.reason}"
+    if isinstance(event, ErrorFrame):
+        return f"notice: {event.text}"
+    return type(event).__name__
+
+
+async def _pump(name: str, client: RelayClient, seen: dict[str, list[str]]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        async for event in client.events():
+            seen.setdefault(name, []).append(_describe(event))
+
+
+async def run_lesson(
+    root: Path, home: FacilityHome, relay: Relay, t: Transcript, pause: float
+) -> bool:
+    """The scripted lesson. Returns True when every step behaved as a facility expects."""
+    addrs = relay.addresses
+    assert addrs is not None
+    ok = True
+    seen: dict[str, list[str]] = {}
+    pumps: list[asyncio.Task[None]] = []
+
+    async def step() -> None:
+        await asyncio.sleep(pause)
+
+    t.section("The lesson")
+    ada = RelayClient(root / "ada.bundle", CLASS_ID, relay_url=addrs.outside_url)
+    welcome = await ada.connect()
+    t.say("ada", f"joined '{welcome.session.title}' from outside as {welcome.you.pid}")
+    pumps.append(asyncio.create_task(_pump("ada", ada, seen)))
+    learners: dict[str, RelayClient] = {}
+    for learner, machine, pin in LEARNERS:
+        c = RelayClient(
+            root / f"{machine}.bundle",
+            CLASS_ID,
+            relay_url=addrs.inside_url,
+            learner=learner,
+            pin=pin,
+        )
+        w = await c.connect()
+        learners[learner] = c
+        t.say(learner, f"signed in on {machine} (PIN checked), joined as {w.you.pid}")
+        pumps.append(asyncio.create_task(_pump(learner, c, seen)))
+    await step()
+
+    ack = await ada.chat("Welcome! Today: for loops. Open loops.py and print 1 to 10.")
+    t.say("ada", f"#class 'Welcome! Today: for loops...' -> {ack.status.value} (seq {ack.seq})")
+    await step()
+    ack = await learners["l1002"].hand(True)
+    t.say("l1002", f"raised a hand -> {ack.status.value}")
+    await step()
+    ack = await ada.chat("What's up? Paste your line here.", to="learner:l1002")
+    t.say("ada", f"direct to l1002 -> {ack.status.value}")
+    ack = await learners["l1002"].chat(
+        "for i in range(10): print(i)  # prints 0..9?", to="instructor:ada"
+    )
+    t.say("l1002", f"direct to ada -> {ack.status.value}")
+    ack = await ada.chat("Close! range(1, 11) gives 1..10.", to="learner:l1002")
+    t.say("ada", f"direct to l1002 -> {ack.status.value}")
+    ack = await ada.hand(False, who="learner:l1002")
+    t.say("ada", f"lowered l1002's hand -> {ack.status.value}")
+    await step()
+    ack = await learners["l1001"].chat("hey l1003 what did you get?", to="learner:l1003")
+    refused = ack.status.value == "refused"
+    ok &= refused
+    t.say("l1001", f"direct to l1003 -> {ack.status.value}: {ack.text}")
+    ack = await learners["l1003"].chat("Done: for i in range(1, 11): print(i)")
+    t.say("l1003", f"#class -> {ack.status.value} (seq {ack.seq})")
+    await step()
+
+    t.section("A machine that was never enrolled")
+    stranger = _never_enrolled_bundle(root)
+    intruder = RelayClient(
+        stranger, CLASS_ID, relay_url=addrs.inside_url, learner="l1001", pin="0000"
+    )
+    try:
+        await intruder.connect()
+        ok = False
+        t.say("pc-99", "was admitted (this must never happen)")
+    except ClientError as exc:
+        t.say("pc-99", f"refused at the TLS handshake: {exc}")
+    finally:
+        await intruder.close(say_bye=False)
+    await step()
+
+    t.section("An instructor revoked while teaching")
+    eve = RelayClient(root / "eve.bundle", GUEST_CLASS, relay_url=addrs.outside_url)
+    await eve.connect()
+    t.say("eve", f"joined {GUEST_CLASS} from outside")
+    ack = await eve.chat("Hi! Let's look at arrays today.")
+    t.say("eve", f"#class -> {ack.status.value}")
+    out = await asyncio.to_thread(
+        _admin, home.root, "revoke", "eve", "--reason", "contract ended today"
+    )
+    t.say("admin", out.strip().splitlines()[0] if out.strip() else "revoked eve")
+    for _ in range(50):
+        if eve.finished:
+            break
+        await asyncio.sleep(0.1)
+    if eve.error is not None and eve.error.code is not None and eve.error.code.slug == "revoked":
+        t.say("eve", f"cut off: {eve.error}")
+    else:
+        ok = False
+        t.say("eve", "was NOT cut off (this must never happen)")
+    await eve.close(say_bye=False)
+    await step()
+
+    t.section("Class over")
+    ack = await ada.chat("Great work today. See you Thursday!")
+    t.say("ada", f"#class -> {ack.status.value}")
+    await asyncio.sleep(0.3)
+    for c in learners.values():
+        await c.close()
+    await ada.close()
+    for p in pumps:
+        p.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+
+    t.section("What l1002 saw (their screen)")
+    for line in seen.get("l1002", []):
+        print(f"  {line}", file=t.out)
+    return ok
+
+
+def audit_summary(home: FacilityHome, out: TextIO) -> None:
+    import json
+
+    path = home.audit_dir / "events.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    counts = Counter(f"{r['code']} {r['kind']}" for r in records)
+    print(f"\n== Audit log: {len(records)} records in {path}", file=out)
+    for key, n in sorted(counts.items()):
+        print(f"  {n:4d}  {key}", file=out)
+    refusals = [r for r in records if r.get("decision") == "refused"]
+    print("  refusals recorded:", file=out)
+    for r in refusals:
+        print(
+            f"    {r['kind']:<26} {r.get('error', ''):<16} {r.get('actor', r.get('peer', ''))}",
+            file=out,
+        )
+
+
+def _join_instructions(root: Path, relay: Relay, out: TextIO) -> None:
+    addrs = relay.addresses
+    assert addrs is not None
+    learner, machine, pin = GUEST
+    exe = Path(sys.argv[0]).parent
+    ic = (
+        exe / "instructor-console"
+        if (exe / "instructor-console").exists()
+        else "instructor-console"
+    )
+    cc = exe / "classroom-client" if (exe / "classroom-client").exists() else "classroom-client"
+    print(
+        f"""
+== The relay stays up. Join the class '{CLASS_ID}' yourself, in two more terminals:
+
+  as the instructor (outside):
+    {ic} --bundle {root / "ada.bundle"} --relay {addrs.outside_url} interactive {CLASS_ID}
+
+  as a learner on a classroom machine (inside):
+    {cc} --bundle {root / f"{machine}.bundle"} --relay {addrs.inside_url} \\
+        --learner {learner} --pin {pin} interactive {CLASS_ID}
+
+  watch the class from a script:
+    {cc} --bundle {root / "pc-01.bundle"} --relay {addrs.inside_url} \\
+        --learner l1001 --pin {LEARNERS[0][2]} listen {CLASS_ID} --json
+
+  the facility home (registry, schedule, audit log) is {root / "facility"};
+  it is deleted when the demo stops. Stop with Ctrl-C.""",
+        file=out,
+        flush=True,
+    )
+
+
+async def _demo(
+    root: Path, headless: bool, duration: float | None, pause: float, out: TextIO
+) -> int:
+    home = build_demo_facility(root)
+    async with running_relay(home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0)) as relay:
+        addrs = relay.addresses
+        assert addrs is not None
+        print(
+            f"classroom-relay demo: facility '{relay.config.facility}' in {root}\n"
+            f"  relay outside (instructors) {addrs.outside_url}, "
+            f"inside (classroom) {addrs.inside_url}\n"
+            "  TLS 1.3 both ways, client certificates from the facility's own CA",
+            file=out,
+        )
+        t = Transcript(out)
+        ok = await run_lesson(root, home, relay, t, pause)
+        await asyncio.sleep(0.2)
+        audit_summary(home, out)
+        print(
+            "\nDemo "
+            + ("completed: every step behaved as expected." if ok else "FAILED: see above."),
+            file=out,
+        )
+        if not headless:
+            _join_instructions(root, relay, out)
+            with contextlib.suppress(asyncio.CancelledError):
+                if duration is None:
+                    await asyncio.Event().wait()
+                else:
+                    await asyncio.sleep(duration)
+    return 0 if ok else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    headless: bool = bool(getattr(args, "headless", False))
+    duration: float | None = getattr(args, "duration", None)
+    home_arg: FacilityHome | None = getattr(args, "home", None)
+    pause = 0.05 if headless else 0.4
+    out = sys.stdout
+    if home_arg is not None:
+        root = home_arg.root
+        if root.exists() and any(root.iterdir()):
+            raise RelayError(
+                f"demo --home {root} is not empty; the demo builds a new facility there. "
+                "Give an empty or new directory, or leave --home out for a temporary one."
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        keep = True
+    else:
+        root = Path(tempfile.mkdtemp(prefix="classroom-relay-demo-"))
+        keep = False
+    try:
+        return asyncio.run(_demo(root, headless, duration, pause, out))
+    except KeyboardInterrupt:
+        print("\nclassroom-relay demo: stopped", file=out)
+        return 0
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,31 @@
+"""The demo is the product's main job on embedded defaults: it must keep working."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_headless_demo_runs_the_whole_lesson() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "demo", "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr + out
+    assert "Demo completed: every step behaved as expected." in out
+    # The refusals a facility must see, each with its reason.
+    assert "direct to l1003 -> refused" in out
+    assert "pc-99        refused at the TLS handshake" in out
+    assert "eve          cut off: Refused: this credential has been revoked" in out
+    # The audit summary lists the refusals it recorded.
+    assert "connection.tls_refused" in out
+    assert "admin.revoked" in out
+    assert "message.refused" in out
