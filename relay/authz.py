@@ -37,11 +37,17 @@ def check_connection(
 
 @dataclass(frozen=True, slots=True)
 class JoinRequest:
-    """A join that passed every check except the learner's PIN (checked off the event loop)."""
+    """A join that passed every check that needs no secret.
+
+    For a learner, the PIN (checked off the event loop, in the same time whether or not
+    the learner exists) and then the roster (:func:`check_roster`) are still to check,
+    in that order, so that nobody can learn which ids exist or are on a roster without
+    knowing the PIN.
+    """
 
     participant: Participant
     cls: ScheduledClass
-    pin_hash: str | None
+    pin: str | None
 
 
 def check_join(
@@ -84,14 +90,17 @@ def check_join(
         )
     if hello.learner is None or hello.pin is None:
         raise AccessDenied(ErrorCode.LEARNER_REQUIRED, f"machine '{ident.name}'")
-    learner = registry.learners.get(hello.learner)
-    if learner is None:
-        # Same answer as a wrong PIN: do not reveal which learner ids exist.
-        raise AccessDenied(ErrorCode.BAD_PIN, f"learner '{hello.learner}'")
-    if hello.learner not in cls.learners:
-        raise AccessDenied(ErrorCode.NOT_ON_ROSTER, f"learner '{hello.learner}', class '{cls.id}'")
     participant = Participant(ParticipantRole.LEARNER, hello.learner, machine=ident.name)
-    return JoinRequest(participant, cls, learner.pin_hash)
+    return JoinRequest(participant, cls, hello.pin)
+
+
+def check_roster(request: JoinRequest) -> None:
+    """After the PIN: is the learner on the class roster?"""
+    learner = request.participant.name
+    if learner not in request.cls.learners:
+        raise AccessDenied(
+            ErrorCode.NOT_ON_ROSTER, f"learner '{learner}', class '{request.cls.id}'"
+        )
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from relay.messages import (
     SessionInfo,
 )
 from relay.pki import CertIdentity
-from relay.registry import RegistrySnapshot, verify_pin
+from relay.registry import RegistrySnapshot
 from relay.schedule import ScheduledClass
 from relay.session import CloseRequest, Delivery, LiveSession, Outcome, SessionState
 
@@ -404,8 +404,9 @@ class ChokePoint:
                 self.state.join_early,
                 self.state.join_late,
             )
-            if request.pin_hash is not None:
-                await self._check_pin(request, hello, now)
+            if request.pin is not None:
+                await self._check_pin(request, now)
+                authz.check_roster(request)
             session = self._open_session(request.cls, now)
         except RelayError as exc:
             refusal = (
@@ -423,13 +424,13 @@ class ChokePoint:
         outcome = session.join(request.participant, conn.id, hello.resume_after, now, conn.peer)
         await self._submit(session, outcome)
 
-    async def _check_pin(self, request: authz.JoinRequest, hello: Hello, now: float) -> None:
+    async def _check_pin(self, request: authz.JoinRequest, now: float) -> None:
         learner = request.participant.name
         self.pins.check(learner, now)
-        assert hello.pin is not None
-        assert request.pin_hash is not None
+        assert request.pin is not None
+        registry = self.state.registry()
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, verify_pin, hello.pin, request.pin_hash)
+        ok = await loop.run_in_executor(None, registry.check_learner_pin, learner, request.pin)
         if not ok:
             self.pins.failed(learner, self.clock())
             raise AccessDenied(ErrorCode.BAD_PIN, f"learner '{learner}'")

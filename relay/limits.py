@@ -83,7 +83,7 @@ class Limits:
             )
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            default = getattr(cls, key)
+            default = known[key].default
             if (
                 isinstance(default, float)
                 and isinstance(value, int)
