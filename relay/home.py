@@ -330,32 +330,6 @@ def _table(doc: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
     return value
 
 
-def limits_from_table(data: Mapping[str, Any], source: str) -> Limits:
-    """The [limits] table as :class:`Limits`: unknown names and wrong types are errors
-    (an integer is accepted where the default is a float)."""
-    known = {f.name: f.default for f in fields(Limits)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown limit(s) {', '.join(unknown)}; "
-            f"known limits are: {', '.join(sorted(known))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        default = known[key]
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(default):
-            raise ConfigError(
-                f"{source}: limit '{key}' must be {type(default).__name__}, got {value!r}"
-            )
-        kwargs[key] = value
-    try:
-        return Limits(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
 def parse_relay_toml(text: str, source: str) -> RelayConfig:
     """Check and read relay.toml; every error names ``source``, the key and the problem."""
     try:
@@ -417,7 +391,7 @@ def parse_relay_toml(text: str, source: str) -> RelayConfig:
             )
         minutes[key] = value
 
-    limits = limits_from_table(_table(doc, "limits", source), f"{source}: [limits]")
+    limits = Limits.from_mapping(_table(doc, "limits", source), f"{source}: [limits]")
     audit = _table(doc, "audit", source)
     if audit:
         raise ConfigError(

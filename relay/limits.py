@@ -95,7 +95,10 @@ class Limits:
                     f"{source}: limit '{key}' must be {type(default).__name__}, got {value!r}"
                 )
             kwargs[key] = value
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 DEFAULT_LIMITS = Limits()
