@@ -259,6 +259,10 @@ class ChokePoint:
         close = CloseRequest(conn.id, code, detail)
         await self._send_direct(conn, Outcome((event,), self._error(conn, refusal), (close,)))
 
+    async def resume_session(self, session: LiveSession) -> None:
+        """The audit log recovered: the class accepts messages again (the pause is recorded)."""
+        await self._submit(session, session.resume(self.clock()))
+
     async def end_session(self, session: LiveSession, by: str, reason: str) -> None:
         """Staff, the administrator or the schedule end a class."""
         await self._submit(session, session.end(by, reason, self.clock()))
@@ -422,6 +426,17 @@ class ChokePoint:
         conn.session = session
         conn.bucket = TokenBucket(self.state.limits.msgs_per_second, self.state.limits.msgs_burst)
         outcome = session.join(request.participant, conn.id, hello.resume_after, now, conn.peer)
+        if not session.opened_recorded:
+            session.opened_recorded = True
+            opened = AuditEvent(
+                kind=EventKind.SESSION_OPENED,
+                time=now,
+                session=session.id,
+                actor=request.participant.pid,
+                detail=f"'{session.info.title}', instructor {session.instructor}, "
+                f"{len(session.learners)} learner(s) on the roster",
+            )
+            outcome = Outcome((opened,)) + outcome
         await self._submit(session, outcome)
 
     async def _check_pin(self, request: authz.JoinRequest, now: float) -> None:
@@ -448,6 +463,9 @@ class ChokePoint:
                 limits=self.state.limits,
             )
             self.state.sessions[cls.id] = session
+        else:
+            # The administrator may have edited the roster while the class runs.
+            session.learners = frozenset(cls.learners)
         return session
 
     # -- audit, then deliver ----------------------------------------------------------------

@@ -426,7 +426,7 @@ class Relay:
     def _fail_closed(self, session: LiveSession, exc: AuditError) -> None:
         if session.state is SessionState.OPEN:
             log.critical("class %s paused: %s", session.id, exc)
-            frame, conns = session.pause(str(exc))
+            frame, conns = session.pause(str(exc), self.clock())
             self._apply(Outcome(deliveries=(Delivery(frame, conns),)))
 
     def _audit_failed(self, outcome: Outcome, exc: AuditError) -> None:
@@ -548,8 +548,8 @@ class Relay:
                     session, "relay", "the scheduled class time is over"
                 )
             elif session.state is SessionState.PAUSED and self.audit.healthy:
-                session.resume()
                 log.warning("class %s resumed: the audit log is writable again", session.id)
+                await self.chokepoint.resume_session(session)
 
 
 async def _index_handler(request: web.Request) -> web.Response:

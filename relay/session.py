@@ -101,6 +101,9 @@ class LiveSession:
     state: SessionState = SessionState.OPEN
     seq: int = 0
     ended_reason: str | None = None
+    opened_recorded: bool = False
+    paused_at: float | None = None
+    paused_reason: str | None = None
     _members: dict[str, _Member] = field(default_factory=dict)
     _hands: dict[str, None] = field(default_factory=dict)
     _history: deque[_HistoryItem] = field(default_factory=deque)
@@ -381,16 +384,33 @@ class LiveSession:
         self._hands.clear()
         return Outcome((record,), (Delivery(frame, conns),), closes)
 
-    def pause(self, reason: str) -> tuple[bytes, tuple[int, ...]]:
+    def pause(self, reason: str, now: float) -> tuple[bytes, tuple[int, ...]]:
         """Fail closed: stop accepting messages. Returns a notice for everyone present.
 
         The notice is not recorded (the audit log is what failed); it carries no content.
+        The pause itself is recorded when the class resumes (:meth:`resume`).
         """
         self.state = SessionState.PAUSED
+        if self.paused_at is None:
+            self.paused_at = now
+            self.paused_reason = reason
         code = ErrorCode.AUDIT_UNAVAILABLE
         notice = ErrorFrame(code=code.number, error=code.slug, text=code.text(reason))
         return wire.encode_server(notice), self.connections()
 
-    def resume(self) -> None:
-        if self.state is SessionState.PAUSED:
-            self.state = SessionState.OPEN
+    def resume(self, now: float) -> Outcome:
+        """The audit log works again: accept messages, and record the pause that was."""
+        if self.state is not SessionState.PAUSED:
+            return Outcome()
+        self.state = SessionState.OPEN
+        since = self.paused_at if self.paused_at is not None else now
+        record = AuditEvent(
+            kind=EventKind.SESSION_PAUSED,
+            time=now,
+            session=self.id,
+            detail=f"paused for {now - since:.1f} s from {since:.3f}: {self.paused_reason}; "
+            "messages sent meanwhile were refused and not delivered",
+        )
+        self.paused_at = None
+        self.paused_reason = None
+        return Outcome((record,))

@@ -577,3 +577,15 @@ async def test_audit_failure_delivers_nothing(facility: Facility, relay: Relay) 
         assert notices[0].error == "audit_unavailable"
         assert not send.done() or send.result().status is not AckStatus.DELIVERED
         send.cancel()
+        # The operator restores the disk: the class resumes and the pause is on record.
+        sink.replace_writer((facility.home.audit_dir / "events.jsonl").open("a"))
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if audited(facility, "session.paused"):
+                break
+        assert audited(facility, "session.paused", session="py101")
+        assert not audited(facility, "message.delivered", content="this must not arrive")
+        ack = await alice.chat("back to work")
+        assert ack.status is AckStatus.DELIVERED
+        texts = [e.text for e in await drain(l1, 0.5) if isinstance(e, ChatEvent)]
+        assert texts == ["back to work"]

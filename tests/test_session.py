@@ -151,10 +151,12 @@ def test_end_tells_everyone_and_closes_them() -> None:
 def test_pause_notice_carries_no_content() -> None:
     s = new_session()
     s.join(ALICE, 1, 0, 1.0, None)
-    frame, conns = s.pause("disk full")
+    frame, conns = s.pause("disk full", 2.0)
     notice = wire.decode_server(frame)
     assert conns == (1,)
     assert s.state is SessionState.PAUSED
     assert "audit" in getattr(notice, "text", "")
-    s.resume()
+    out = s.resume(5.0)
     assert s.state is SessionState.OPEN
+    assert out.events[0].kind is EventKind.SESSION_PAUSED
+    assert "3.0 s" in (out.events[0].detail or "")
