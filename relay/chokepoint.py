@@ -114,7 +114,6 @@ class RelayState:
 _FATAL = frozenset(
     {
         ErrorCode.MALFORMED,
-        ErrorCode.LIMIT_EXCEEDED,
         ErrorCode.OUT_OF_ORDER,
         ErrorCode.TEXT_FRAME,
         ErrorCode.IDLE_TIMEOUT,
@@ -511,7 +510,9 @@ class ChokePoint:
         )
 
     async def _protocol_error(self, conn: Connection, err: ProtocolError, now: float) -> None:
-        fatal = err.code in _FATAL
+        # A frame that could not be read as a message leaves the stream suspect: close.
+        # One that was read but breaks a rule is refused by its id; the connection stays.
+        fatal = err.code in _FATAL or (err.code is ErrorCode.LIMIT_EXCEEDED and err.ref is None)
         event = self._conn_event(EventKind.PROTOCOL_ERROR, conn, now, err)
         if conn.session is not None:
             actor = conn.participant.pid if conn.participant else conn.ident.name

@@ -31,6 +31,7 @@ import aiohttp
 from relay import wire
 from relay.bundle import Bundle, load_bundle
 from relay.errors import ClientError, ErrorCode, ProtocolError
+from relay.limits import DEFAULT_LIMITS
 from relay.messages import (
     Ack,
     AckStatus,
@@ -140,6 +141,10 @@ class RelayClient:
         self.reconnect = reconnect
         self.backoff = backoff or Backoff()
         self.client_name = client_name
+        try:
+            Hello(id="check", session=session, learner=learner, pin=pin)
+        except ValueError as exc:
+            raise ClientError(f"cannot join class {session!r}: {exc}") from exc
         self._ssl = self.bundle.client_ssl_context(self.bundle_path)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
@@ -237,6 +242,12 @@ class RelayClient:
     async def _request(self, msg: ClientMessage) -> Ack:
         if self.error is not None:
             raise self.error
+        size = len(wire.encode_client(msg))
+        if size > DEFAULT_LIMITS.max_frame_bytes:
+            raise ClientError(
+                f"the message was not sent: it is {size} bytes encoded and the protocol "
+                f"limit is {DEFAULT_LIMITS.max_frame_bytes}. What to do: send it in parts."
+            )
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._pending[msg.id] = (msg, fut)
         ws = self._ws
@@ -252,6 +263,11 @@ class RelayClient:
             msg = Chat(id=self._new_id(), channel=channel, text=text, to=to)
         except ValueError as exc:
             raise ClientError(f"the message was not sent: {exc}") from exc
+        if len(text) > DEFAULT_LIMITS.max_text_chars:
+            raise ClientError(
+                f"the message was not sent: it has {len(text)} characters and the limit is "
+                f"{DEFAULT_LIMITS.max_text_chars}. What to do: send it in parts."
+            )
         return await self._request(msg)
 
     async def hand(self, raised: bool, *, who: str | None = None) -> Ack:
@@ -280,7 +296,12 @@ class RelayClient:
             waiters: set[asyncio.Future[object]] = {get}  # type: ignore[arg-type]
             if self._runner is not None:
                 waiters.add(self._runner)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not get.done():
+                    # Cancelled while waiting: do not let the pending get swallow an event.
+                    get.cancel()
             if get in done:
                 yield get.result()
             else:
@@ -379,7 +400,18 @@ class RelayClient:
                 self._ws = None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
+        close_code = None
+        while True:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                # The code in the close frame itself: ws.close_code may already read 1006
+                # when the relay dropped the connection right after its close frame.
+                close_code = msg.data
+                break
+            if msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                break
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                break
             if msg.type is not aiohttp.WSMsgType.BINARY:
                 continue
             try:
@@ -393,7 +425,8 @@ class RelayClient:
                 await self._emit(event)
                 continue
             await self._handle(event, ws)
-        close_code = ws.close_code
+        if close_code is None:
+            close_code = ws.close_code
         code = ErrorCode.by_number(close_code) if close_code else None
         if self.ended is not None:
             raise ClientError(self.ended.reason, ErrorCode.SESSION_ENDED)

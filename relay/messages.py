@@ -7,9 +7,13 @@ them into msgpack maps and back; ``docs/protocol.md`` is the normative descripti
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 from relay.identity import ParticipantRole, parse_pid, valid_name
+
+FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""C0 controls other than tab, line feed and carriage return; DEL; C1 controls."""
 
 
 class Channel(enum.Enum):
@@ -74,6 +78,10 @@ class Chat:
             _check_pid(self.to, "recipient")
         if not self.text.strip():
             raise ValueError("chat text must not be empty")
+        if FORBIDDEN_CONTROLS.search(self.text):
+            raise ValueError(
+                "chat text must not contain control characters other than tab and new line"
+            )
 
 
 @dataclass(frozen=True, slots=True)

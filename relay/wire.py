@@ -21,6 +21,7 @@ from relay.identity import ParticipantRole, valid_name
 from relay.limits import Limits
 from relay.messages import (
     CLIENT_TYPES,
+    FORBIDDEN_CONTROLS,
     Ack,
     AckStatus,
     Bye,
@@ -46,8 +47,6 @@ SUBPROTOCOL = "classroom-relay.v1"
 PROTOCOL_VERSION = 1
 
 MESSAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-# C0 controls other than tab, line feed and carriage return; DEL; C1 controls.
-_FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 E = TypeVar("E")
 
@@ -61,7 +60,14 @@ def _no_ext(code: int, data: bytes) -> NoReturn:
 
 
 def unpack_frame(data: bytes, limits: Limits) -> dict[str, Any]:
-    """Unpack one frame into a map, within limits. Raises :class:`ProtocolError`."""
+    """Unpack one frame into a checked map, within limits. Raises :class:`ProtocolError`."""
+    obj = _unpack_map(data, limits)
+    _check_tree(obj, limits, 1)
+    return obj
+
+
+def _unpack_map(data: bytes, limits: Limits) -> dict[str, Any]:
+    """msgpack-level unpacking with the container and size limits; no content checks."""
     if len(data) > limits.max_frame_bytes:
         _refuse(
             ErrorCode.LIMIT_EXCEEDED,
@@ -101,7 +107,6 @@ def unpack_frame(data: bytes, limits: Limits) -> dict[str, Any]:
         _refuse(ErrorCode.MALFORMED, f"invalid msgpack ({type(exc).__name__})")
     if not isinstance(obj, dict):
         _refuse(ErrorCode.MALFORMED, "the envelope must be a msgpack map")
-    _check_tree(obj, limits, 1)
     return obj
 
 
@@ -117,7 +122,7 @@ def _check_tree(obj: object, limits: Limits, depth: int) -> None:
         for item in obj:
             _check_tree(item, limits, depth + 1)
     elif isinstance(obj, str):
-        if _FORBIDDEN_CONTROLS.search(obj):
+        if FORBIDDEN_CONTROLS.search(obj):
             _refuse(ErrorCode.INVALID_FIELD, "strings must not contain control characters")
     elif obj is None or isinstance(obj, bool | int | float):
         return
@@ -263,8 +268,9 @@ def decode_client(data: bytes, limits: Limits) -> ClientMessage:
     When the frame unpacks but fails its schema, the error's ``ref`` carries the frame's
     message id (if it has a well-formed one) so the sender can match the refusal.
     """
-    m = unpack_frame(data, limits)
+    m = _unpack_map(data, limits)
     try:
+        _check_tree(m, limits, 1)
         return _decode_client_map(m, limits)
     except ProtocolError as err:
         ref = m.get("id")

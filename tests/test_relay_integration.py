@@ -406,9 +406,18 @@ async def test_limits_close_the_connection(facility: Facility, relay: Relay) -> 
         assert m["code"] in (1006, 1009)
     async with raw_connect(url, alice) as raw:
         assert (await raw.hello())["t"] == "welcome"
+        # Readable, with an id, but too deep: that message is refused, the connection stays.
         await raw.send({"t": "chat", "id": "d", "channel": "class", "text": [[[["deep"]]]]})
         m = await raw.recv_type("error")
         assert m["error"] == "limit_exceeded"
+        assert m["ref"] == "d"
+        await raw.send({"t": "chat", "id": "e", "channel": "class", "text": "fine"})
+        assert (await raw.recv_type("ack"))["status"] == "delivered"
+        # Not readable within the limits (a string over max_str_bytes): closed.
+        await raw.send({"t": "chat", "id": "f", "channel": "class", "text": "x" * 20000})
+        m = await raw.recv_type("error")
+        assert m["error"] == "limit_exceeded"
+        assert "ref" not in m
         assert (await raw.recv_type("<closed>"))["code"] == ErrorCode.LIMIT_EXCEEDED.number
     async with raw_connect(url, alice) as raw:
         assert (await raw.hello())["t"] == "welcome"
