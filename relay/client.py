@@ -474,7 +474,10 @@ class RelayClient:
             if event.seq <= self.last_seq:
                 return  # already seen before a reconnect
             self.last_seq = event.seq
-            if isinstance(event, PresenceChange):
+            welcome_seq = self.welcome.last_seq if self.welcome is not None else 0
+            if event.seq <= welcome_seq:
+                pass  # replayed history: the welcome already gave the current roster and hands
+            elif isinstance(event, PresenceChange):
                 if event.event is PresenceEvent.JOINED:
                     self.roster[event.who.pid] = event.who
                 else:

@@ -458,6 +458,20 @@ async def test_resume_after_a_dropped_connection(facility: Facility, relay: Rela
         assert len(audited(facility, "message.delivered", content="I am back")) == 1
 
 
+async def test_replayed_history_does_not_change_the_current_roster(
+    facility: Facility, relay: Relay
+) -> None:
+    async with learner(facility, relay, "l1001", "pc-01"):
+        pass  # l1001 joined and left: both are in the class history
+    async with (
+        learner(facility, relay, "l1002", "pc-02") as l2,
+        instructor(facility, relay) as alice,
+    ):
+        await drain(alice)
+        assert set(alice.roster) == {"learner:l1002", "instructor:alice"}
+        assert set(l2.roster) == {"learner:l1002", "instructor:alice"}
+
+
 async def test_a_resent_message_id_is_delivered_once(facility: Facility, relay: Relay) -> None:
     assert relay.addresses is not None
     async with (
