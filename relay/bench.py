@@ -1,0 +1,1247 @@
+"""``classroom-relay bench SCENARIO``: benchmarks, each with a baseline measured in the same run.
+
+Scenarios register themselves in :data:`SCENARIOS`; ``classroom-relay bench`` without a
+scenario lists them. The only scenario so far is ``chat``:
+
+* the *baseline* is a bare aiohttp WebSocket forwarder behind the same TLS set-up as the
+  relay (TLS 1.3, the facility's outside server certificate, client certificates from the
+  facility's credential bundles) that forwards every binary frame of the sender to every
+  receiver, and nothing else;
+* the *relay* is the real relay (:func:`relay.server.running_relay`): every message goes
+  through the whole choke point (decode, authorise, policy, audit log, ordered delivery).
+
+Both are driven by the same client code (raw aiohttp WebSockets, one connection per
+participant, each with its own bundle) and the same flow control: the sender keeps at most
+``--window`` messages in flight, where a message leaves the window once every receiver got
+it (and, for the relay, once its ``ack`` arrived). Latency is measured from the moment the
+sender hands the frame to its WebSocket to the moment a receiver's WebSocket returns it,
+both on this process's monotonic clock.
+
+Where the servers run (``--servers``): by default each in its own process (the relay as
+``classroom-relay serve``, i.e. :func:`~relay.server.running_relay` on free loopback ports;
+the forwarder as ``python -m relay.bench _serve-bare``), with all clients in this process;
+or everything in this process and one event loop (how the design's measured facts were
+taken). CPU time is reported too (this process plus the server process): it is steadier
+than throughput on a shared machine.
+
+The facility is a temporary one, built with the admin CLI in-process, with the per-participant
+rate limit raised (the default 20 msg/s would measure the rate limiter, not the relay). It
+has two classes: the 1 -> 1 runs use one, the fan-out runs the other, so that the fan-out
+learners join a class without history (a join replays the class history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import io
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+import msgpack
+from aiohttp import web
+
+from relay import wire
+from relay.bundle import load_bundle
+from relay.home import FacilityHome
+from relay.identity import Listener
+from relay.messages import Channel, Chat, Hello
+
+PROG = "classroom-relay bench"
+
+# ---------------------------------------------------------------------------------------
+# the scenario registry
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One benchmark: ``run`` takes the arguments after the scenario name, returns 0."""
+
+    name: str
+    summary: str
+    run: Callable[[list[str]], int]
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, summary: str) -> Callable[[Callable[[list[str]], int]], Scenario]:
+    """Register a benchmark under ``name`` (``classroom-relay bench NAME``)."""
+
+    def register(run: Callable[[list[str]], int]) -> Scenario:
+        if name in SCENARIOS:
+            raise ValueError(f"benchmark scenario {name!r} registered twice")
+        entry = Scenario(name, summary, run)
+        SCENARIOS[name] = entry
+        return entry
+
+    return register
+
+
+class BenchError(Exception):
+    """The benchmark could not be carried out (set-up failed, a run did not complete)."""
+
+
+# ---------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (0 < q <= 1)."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One measured run: ``messages`` sent, each to ``receivers`` receivers."""
+
+    messages: int
+    receivers: int
+    received: int
+    """Deliveries the receivers got (a run completes only when this is messages * receivers)."""
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_s: float = 0.0
+    """CPU time used during the run: this process, plus the server's when it has its own."""
+    offered_msgs_per_s: float | None = None
+    """For a paced run: the rate the sender aimed at (None: as fast as the window allows)."""
+
+    def __post_init__(self) -> None:
+        if self.messages <= 0 or self.receivers <= 0 or self.seconds <= 0:
+            raise ValueError("a run has messages, receivers and a positive duration")
+
+    @property
+    def deliveries(self) -> int:
+        return self.messages * self.receivers
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.seconds
+
+    @property
+    def deliveries_per_s(self) -> float:
+        return self.deliveries / self.seconds
+
+    @property
+    def cpu_us_per_msg(self) -> float:
+        return self.cpu_s / self.messages * 1e6
+
+    @property
+    def cpu_us_per_delivery(self) -> float:
+        return self.cpu_s / self.deliveries * 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """What one system under test (bare forwarder or relay) achieved."""
+
+    name: str
+    one: RunResult
+    """1 -> 1, as fast as the window allows (the median of ``one_runs``)."""
+    half: RunResult
+    """1 -> 1, paced at half of ``one``'s rate."""
+    fanout: RunResult
+    """1 -> N, as fast as the window allows (the median of ``fanout_runs``)."""
+    one_runs: tuple[RunResult, ...]
+    fanout_runs: tuple[RunResult, ...]
+
+    @property
+    def runs(self) -> tuple[RunResult, ...]:
+        return (*self.one_runs, self.half, *self.fanout_runs)
+
+
+def median_run(runs: Sequence[RunResult]) -> RunResult:
+    """The run with the median throughput (the lower middle one of an even count)."""
+    if not runs:
+        raise ValueError("no runs")
+    ordered = sorted(runs, key=lambda r: r.msgs_per_s)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+# Targets from the issue.
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReport:
+    bare: TargetResult
+    relay: TargetResult
+    messages: int
+    fanout_messages: int
+    fanout: int
+    window: int
+    repeat: int
+    servers: str
+    setup_s: float
+    total_s: float
+    audit_records: int
+
+    @property
+    def ratio(self) -> float:
+        return self.relay.one.msgs_per_s / self.bare.one.msgs_per_s
+
+    @property
+    def fanout_ratio(self) -> float:
+        return self.relay.fanout.deliveries_per_s / self.bare.fanout.deliveries_per_s
+
+    def to_json(self) -> dict[str, Any]:
+        r, b = self.relay, self.bare
+        return {
+            "scenario": "chat",
+            "bare_msgs_per_s": round(b.one.msgs_per_s, 1),
+            "relay_msgs_per_s": round(r.one.msgs_per_s, 1),
+            "ratio": round(self.ratio, 3),
+            "p50_ms": round(r.half.p50_ms, 3),
+            "p99_ms": round(r.half.p99_ms, 3),
+            "half_load_msgs_per_s": round(r.half.offered_msgs_per_s or 0.0, 1),
+            "half_load_achieved_msgs_per_s": round(r.half.msgs_per_s, 1),
+            "max_load_p50_ms": round(r.one.p50_ms, 3),
+            "max_load_p99_ms": round(r.one.p99_ms, 3),
+            "fanout_deliveries_per_s": round(r.fanout.deliveries_per_s, 1),
+            "fanout_msgs_per_s": round(r.fanout.msgs_per_s, 1),
+            "fanout_p50_ms": round(r.fanout.p50_ms, 3),
+            "fanout_p99_ms": round(r.fanout.p99_ms, 3),
+            "bare_fanout_deliveries_per_s": round(b.fanout.deliveries_per_s, 1),
+            "bare_fanout_p50_ms": round(b.fanout.p50_ms, 3),
+            "bare_fanout_p99_ms": round(b.fanout.p99_ms, 3),
+            "fanout_ratio": round(self.fanout_ratio, 3),
+            "bare_max_load_p50_ms": round(b.one.p50_ms, 3),
+            "bare_max_load_p99_ms": round(b.one.p99_ms, 3),
+            "bare_half_load_p50_ms": round(b.half.p50_ms, 3),
+            "bare_half_load_p99_ms": round(b.half.p99_ms, 3),
+            "target_ratio": TARGET_RATIO,
+            "target_p99_ms": TARGET_P99_MS,
+            "ratio_ok": self.ratio >= TARGET_RATIO,
+            "p99_ok": r.half.p99_ms <= TARGET_P99_MS,
+            "messages": self.messages,
+            "fanout_messages": self.fanout_messages,
+            "fanout": self.fanout,
+            "window": self.window,
+            "bare_cpu_us_per_msg": round(b.one.cpu_us_per_msg, 1),
+            "relay_cpu_us_per_msg": round(r.one.cpu_us_per_msg, 1),
+            "bare_fanout_cpu_us_per_delivery": round(b.fanout.cpu_us_per_delivery, 2),
+            "relay_fanout_cpu_us_per_delivery": round(r.fanout.cpu_us_per_delivery, 2),
+            "repeat": self.repeat,
+            "relay_msgs_per_s_runs": [round(x.msgs_per_s, 1) for x in r.one_runs],
+            "bare_msgs_per_s_runs": [round(x.msgs_per_s, 1) for x in b.one_runs],
+            "fanout_deliveries_per_s_runs": [round(x.deliveries_per_s, 1) for x in r.fanout_runs],
+            "bare_fanout_deliveries_per_s_runs": [
+                round(x.deliveries_per_s, 1) for x in b.fanout_runs
+            ],
+            "deliveries": {
+                t.name: {
+                    "expected": sum(x.deliveries for x in t.runs),
+                    "received": sum(x.received for x in t.runs),
+                }
+                for t in (b, r)
+            },
+            "audit_records": self.audit_records,
+            "servers": self.servers,
+            "rate_limit_raised": True,
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count() or 0,
+            "setup_s": round(self.setup_s, 2),
+            "total_s": round(self.total_s, 2),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# the temporary facility
+# ---------------------------------------------------------------------------------------
+
+CLASS_ONE = "bench-one"
+CLASS_FANOUT = "bench-fanout"
+CLASSROOM = "room-a"
+INSTRUCTOR = "teacher"
+PIN = "482913"
+RAISED_LIMITS = "msgs_per_second = 1000000.0\nmsgs_burst = 1000000\n"
+# About 100 characters, like a learner's question.
+CHAT_TEXT = (
+    "Is it range(1, 10) or range(0, 10)? My loop prints nine numbers and I expected ten. Why?"
+    " Thanks!"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Facility:
+    home: FacilityHome
+    instructor_bundle: Path
+    machine_bundles: tuple[Path, ...]
+    learners: tuple[str, ...]
+
+
+def _machine(i: int) -> str:
+    return f"pc-{i + 1:02d}"
+
+
+def _learner(i: int) -> str:
+    return f"l{i + 1:03d}"
+
+
+def build_facility(root: Path, learners: int) -> Facility:
+    """A facility with one instructor, ``learners`` machines and learners, one open class."""
+    from relay import cli  # the admin CLI, in-process (it imports this module lazily)
+
+    home_dir = root / "facility"
+    bundles = root / "bundles"
+    bundles.mkdir()
+    out, err = io.StringIO(), io.StringIO()
+
+    def admin(*args: str) -> None:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["--home", str(home_dir), *args])
+        if code != 0:
+            raise BenchError(
+                f"set-up failed: classroom-relay {' '.join(args)} exited with {code}: "
+                f"{err.getvalue().strip()}"
+            )
+
+    admin("init", "--no-passphrase", "--facility", "Benchmark Facility")
+    admin("enroll", "instructor", INSTRUCTOR, "--out", str(bundles / f"{INSTRUCTOR}.bundle"))
+    machine_bundles = []
+    names = []
+    for i in range(learners):
+        path = bundles / f"{_machine(i)}.bundle"
+        admin("enroll", "machine", _machine(i), "--classroom", CLASSROOM, "--out", str(path))
+        admin("learner", "add", _learner(i), "--pin", PIN)
+        machine_bundles.append(path)
+        names.append(_learner(i))
+    # Two classes: the fan-out class starts with an empty history, so its learners join
+    # without a replay of the 1 -> 1 runs.
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for class_id, learner_ids in ((CLASS_ONE, names[:1]), (CLASS_FANOUT, names)):
+        roster: list[str] = []
+        for name in learner_ids:
+            roster += ["--learner", name]
+        admin(
+            "schedule",
+            "add",
+            "--id",
+            class_id,
+            "--title",
+            f"Benchmark class {class_id}",
+            "--instructor",
+            INSTRUCTOR,
+            "--classroom",
+            CLASSROOM,
+            *roster,
+            "--start",
+            (now - dt.timedelta(minutes=5)).isoformat(),
+            "--end",
+            (now + dt.timedelta(hours=2)).isoformat(),
+        )
+    home = FacilityHome(home_dir)
+    raise_rate_limit(home)
+    return Facility(home, bundles / f"{INSTRUCTOR}.bundle", tuple(machine_bundles), tuple(names))
+
+
+def raise_rate_limit(home: FacilityHome) -> None:
+    """Put the raised per-participant rate limit under ``[limits]`` in relay.toml."""
+    text = home.relay_toml.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    try:
+        at = next(i for i, line in enumerate(lines) if line.strip() == "[limits]")
+    except StopIteration:
+        raise BenchError(f"{home.relay_toml} has no [limits] table") from None
+    lines.insert(at + 1, RAISED_LIMITS)
+    home.relay_toml.write_text("".join(lines), encoding="utf-8")
+    limits = home.load_config().limits
+    if limits.msgs_per_second < 1e6 or limits.msgs_burst < 1e6:
+        raise BenchError("the raised rate limit did not take effect")
+
+
+# ---------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------
+
+
+class _Probe:
+    """Book-keeping of one run: send times, outstanding receipts, latencies, the window."""
+
+    def __init__(self, tag: str, count: int, receivers: int, acked: bool, window: int) -> None:
+        self.prefix = f"{tag}-"
+        self.count = count
+        self.receivers = receivers
+        self.sent = [0.0] * count
+        self.outstanding = [receivers + (1 if acked else 0)] * count
+        self.latencies: list[float] = []
+        self.window = asyncio.Semaphore(window)
+        self.finished = 0
+        self.first_sent = 0.0
+        self.last_done = 0.0
+        self.done = asyncio.Event()
+        self.failure: str | None = None
+
+    def _index(self, msg_id: object) -> int | None:
+        if not isinstance(msg_id, str) or not msg_id.startswith(self.prefix):
+            return None
+        try:
+            i = int(msg_id[len(self.prefix) :])
+        except ValueError:
+            return None
+        return i if 0 <= i < self.count else None
+
+    def delivered(self, msg_id: object, now: float) -> bool:
+        """A receiver got a message; False if it is not one of this run's."""
+        i = self._index(msg_id)
+        if i is None:
+            return False
+        self.latencies.append(now - self.sent[i])
+        self._settle(i, now)
+        return True
+
+    def acked(self, ref: object, status: object, text: object, now: float) -> None:
+        i = self._index(ref)
+        if i is None:
+            return
+        if status != "delivered":
+            self.fail(f"the relay answered {status}: {text}")
+            return
+        self._settle(i, now)
+
+    def _settle(self, i: int, now: float) -> None:
+        left = self.outstanding[i] - 1
+        self.outstanding[i] = left
+        if left == 0:
+            self.finished += 1
+            self.window.release()
+            if self.finished == self.count:
+                self.last_done = now
+                self.done.set()
+        elif left < 0:
+            self.fail(f"message {i} was received more often than sent")
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self.done.set()
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    """Mark a future's exception as seen (it is reported elsewhere)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _Peer:
+    """One client WebSocket and its reader task."""
+
+    def __init__(self, name: str, ws: aiohttp.ClientWebSocketResponse, bench: _Bench) -> None:
+        self.name = name
+        self.ws = ws
+        self.bench = bench
+        self.received = 0
+        """This run's messages this peer received (reset by :meth:`_Bench.run`)."""
+        self.welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.welcome.add_done_callback(_retrieve)
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        unpack = msgpack.unpackb
+        clock = time.perf_counter
+        bench = self.bench
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                continue
+            now = clock()
+            frame = unpack(msg.data)
+            kind = frame.get("t")
+            probe = bench.probe
+            if kind == "chat":
+                if (
+                    probe is not None
+                    and self is not bench.sender
+                    and probe.delivered(frame.get("id"), now)
+                ):
+                    self.received += 1
+            elif kind == "ack":
+                if probe is not None:
+                    probe.acked(frame.get("ref"), frame.get("status"), frame.get("text"), now)
+            elif kind == "welcome":
+                if not self.welcome.done():
+                    self.welcome.set_result(None)
+            elif kind == "error":
+                self._lost(f"{frame.get('error')}: {frame.get('text')}")
+        if not bench.closing:
+            self._lost(f"the connection closed (code {self.ws.close_code})")
+
+    def _lost(self, reason: str) -> None:
+        text = f"{self.name}: {reason}"
+        if not self.welcome.done():
+            self.welcome.set_exception(BenchError(text))
+        if self.bench.probe is not None:
+            self.bench.probe.fail(text)
+        self.bench.problems.append(text)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), timeout=2.0)
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.reader
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """Where and how one participant connects (URL, bundle, optional ``hello``)."""
+
+    name: str
+    url: str
+    bundle: Path
+    hello: bytes | None
+
+
+class _Bench:
+    """Drives one system under test: connects peers, runs windowed and paced loads."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        acked: bool,
+        window: int,
+        cpu: Callable[[], float] = time.process_time,
+    ) -> None:
+        self.http = http
+        self.cpu = cpu
+        self.acked = acked
+        self.window = window
+        self.sender: _Peer | None = None
+        self.receivers: list[_Peer] = []
+        self.probe: _Probe | None = None
+        self.problems: list[str] = []
+        self.closing = False
+        self._runs = 0
+
+    async def connect(self, ep: _Endpoint) -> _Peer:
+        ctx = load_bundle(ep.bundle).client_ssl_context(ep.bundle)
+        try:
+            ws = await self.http.ws_connect(
+                ep.url,
+                protocols=(wire.SUBPROTOCOL,),
+                ssl=ctx,
+                compress=0,
+                autoping=True,
+                heartbeat=20.0,
+                max_msg_size=wire.CLIENT_SIDE_LIMITS.max_frame_bytes,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BenchError(f"{ep.name} could not connect to {ep.url}: {exc}") from exc
+        peer = _Peer(ep.name, ws, self)
+        if ep.hello is None:
+            peer.welcome.set_result(None)
+        else:
+            await ws.send_bytes(ep.hello)
+            try:
+                await asyncio.wait_for(asyncio.shield(peer.welcome), timeout=30.0)
+            except TimeoutError:
+                await peer.close()
+                raise BenchError(f"{ep.name}: no welcome within 30 s") from None
+            except BaseException:
+                await peer.close()
+                raise
+        return peer
+
+    async def add_sender(self, ep: _Endpoint) -> None:
+        self.sender = await self.connect(ep)
+
+    async def add_receivers(self, eps: Sequence[_Endpoint]) -> None:
+        results = await asyncio.gather(*(self.connect(ep) for ep in eps), return_exceptions=True)
+        failures = []
+        for result in results:
+            if isinstance(result, _Peer):
+                self.receivers.append(result)
+            else:
+                failures.append(result)
+        if failures:
+            raise BenchError(f"{len(failures)} receiver(s) failed to join: {failures[0]}")
+
+    async def close(self) -> None:
+        self.closing = True
+        peers = [*self.receivers, *([self.sender] if self.sender else [])]
+        await asyncio.gather(*(p.close() for p in peers))
+
+    def _frames(self, tag: str, count: int) -> list[bytes]:
+        return [
+            wire.encode_client(Chat(id=f"{tag}-{i}", channel=Channel.CLASS, text=CHAT_TEXT))
+            for i in range(count)
+        ]
+
+    async def run(self, count: int, rate: float | None = None) -> RunResult:
+        """Send ``count`` messages: as fast as the window allows, or paced at ``rate``/s."""
+        sender = self.sender
+        if sender is None or not self.receivers:
+            raise BenchError("connect a sender and receivers first")
+        if self.problems:
+            raise BenchError(f"{len(self.problems)} connection(s) lost: {self.problems[0]}")
+        self._runs += 1
+        tag = f"r{self._runs}"
+        frames = self._frames(tag, count)
+        for peer in self.receivers:
+            peer.received = 0
+        probe = _Probe(tag, count, len(self.receivers), self.acked, self.window)
+        self.probe = probe
+        timeout = 60.0 + (count / rate if rate else 0.0)
+        cpu_start = self.cpu()
+        task = asyncio.get_running_loop().create_task(self._send(sender.ws, probe, frames, rate))
+        try:
+            await asyncio.wait_for(probe.done.wait(), timeout=timeout)
+        except TimeoutError:
+            probe.fail(
+                f"timed out after {timeout:g} s with {probe.finished} of {count} messages completed"
+            )
+        finally:
+            self.probe = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        cpu_s = self.cpu() - cpu_start
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            probe.fail(f"sending failed: {task.exception()}")
+        short = [p.name for p in self.receivers if p.received != count]
+        if probe.failure is None and short:
+            probe.fail(f"{len(short)} receiver(s) did not get every message, e.g. {short[0]}")
+        if probe.failure is not None:
+            raise BenchError(probe.failure)
+        lat = sorted(probe.latencies)
+        return RunResult(
+            messages=count,
+            receivers=len(self.receivers),
+            received=len(lat),
+            seconds=probe.last_done - probe.first_sent,
+            p50_ms=percentile(lat, 0.50) * 1e3,
+            p99_ms=percentile(lat, 0.99) * 1e3,
+            max_ms=lat[-1] * 1e3,
+            cpu_s=cpu_s,
+            offered_msgs_per_s=rate,
+        )
+
+    @staticmethod
+    async def _send(
+        ws: aiohttp.ClientWebSocketResponse, probe: _Probe, frames: list[bytes], rate: float | None
+    ) -> None:
+        clock = time.perf_counter
+        window = probe.window
+        sent = probe.sent
+        start = clock() + 0.005
+        probe.first_sent = start if rate else clock()
+        for i, frame in enumerate(frames):
+            if rate:
+                delay = start + i / rate - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await window.acquire()
+            sent[i] = clock()
+            await ws.send_bytes(frame)
+
+
+# ---------------------------------------------------------------------------------------
+# the systems under test
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Urls:
+    sender: str
+    receivers: str
+    server_pid: int | None = None
+    """The server's process when it runs in its own (its CPU time is counted too)."""
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process (Linux /proc); 0.0 when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_clock(server_pid: int | None) -> Callable[[], float]:
+    """CPU seconds used by this process (clients, and in-process servers) and the server."""
+    if server_pid is None:
+        return time.process_time
+    return lambda: time.process_time() + _process_cpu_seconds(server_pid)
+
+
+class BareForwarder:
+    """The baseline: forward every binary frame of a sender to every receiver. Nothing else."""
+
+    def __init__(self) -> None:
+        self.receivers: list[web.WebSocketResponse] = []
+
+    def _ws(self) -> web.WebSocketResponse:
+        # The same WebSocket settings as the relay's listener.
+        return web.WebSocketResponse(
+            protocols=(wire.SUBPROTOCOL,),
+            compress=False,
+            max_msg_size=65_536,
+            heartbeat=20.0,
+            autoping=True,
+        )
+
+    async def send_handler(self, request: web.Request) -> web.StreamResponse:
+        ws = self._ws()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                for r in tuple(self.receivers):
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await r.send_bytes(msg.data)
+        return ws
+
+    async def receive_handler(self, request: web.Request) -> web.StreamResponse:
+        ws = self._ws()
+        await ws.prepare(request)
+        self.receivers.append(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self.receivers.remove(ws)
+        return ws
+
+
+@contextlib.asynccontextmanager
+async def bare_forwarder(home: FacilityHome) -> AsyncIterator[tuple[str, int]]:
+    """Serve the bare forwarder on a free loopback port, with the relay's outside TLS."""
+    fwd = BareForwarder()
+    app = web.Application()
+    app.router.add_get("/send", fwd.send_handler)
+    app.router.add_get("/receive", fwd.receive_handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, "127.0.0.1", 0, ssl_context=home.server_ssl_context(Listener.OUTSIDE)
+        )
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield str(host), int(port)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _bare_inprocess(home: FacilityHome) -> AsyncIterator[_Urls]:
+    async with bare_forwarder(home) as (host, port):
+        base = f"wss://{host}:{port}"
+        yield _Urls(f"{base}/send", f"{base}/receive")
+
+
+@contextlib.asynccontextmanager
+async def _relay_inprocess(home: FacilityHome) -> AsyncIterator[_Urls]:
+    from relay.server import running_relay
+
+    async with running_relay(home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0)) as relay:
+        addrs = relay.addresses
+        assert addrs is not None
+        yield _Urls(
+            f"wss://127.0.0.1:{addrs.outside[1]}{_RELAY_PATH}",
+            f"wss://127.0.0.1:{addrs.inside[1]}{_RELAY_PATH}",
+        )
+
+
+_RELAY_PATH = "/v1"
+
+
+async def _spawn_server(
+    argv: list[str], stderr: TextIO, wanted: Sequence[str]
+) -> tuple[asyncio.subprocess.Process, dict[str, int]]:
+    """Start a server process and read ``LABEL ... HOST:PORT`` lines for each wanted label."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=stderr, stdin=asyncio.subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + 60.0
+    try:
+        while len(ports) < len(wanted):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"{' '.join(argv[:4])}: no address within 60 s")
+            line = (await asyncio.wait_for(proc.stdout.readline(), left)).decode()
+            if not line:
+                raise BenchError(f"{' '.join(argv[:4])} exited early: {_tail(Path(stderr.name))}")
+            for label in wanted:
+                if line.strip().startswith(label):
+                    ports[label] = int(line.rsplit(":", 1)[1])
+    except BaseException:
+        await _stop_process(proc)
+        raise
+    return proc, ports
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing on stderr)"
+
+
+def _log_file(path: Path) -> TextIO:
+    """Where a server process's stderr goes (a file: a full pipe would stall the server)."""
+    return path.open("w", encoding="utf-8")
+
+
+async def _stop_process(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def _bare_subprocess(home: FacilityHome) -> AsyncIterator[_Urls]:
+    argv = [sys.executable, "-m", "relay.bench", _SERVE_BARE, str(home.root)]
+    with _log_file(home.root / "bench-bare.log") as log:
+        proc, ports = await _spawn_server(argv, log, ["bare:"])
+        try:
+            base = f"wss://127.0.0.1:{ports['bare:']}"
+            yield _Urls(f"{base}/send", f"{base}/receive", proc.pid)
+        finally:
+            await _stop_process(proc)
+
+
+@contextlib.asynccontextmanager
+async def _relay_subprocess(home: FacilityHome) -> AsyncIterator[_Urls]:
+    argv = [sys.executable, "-m", "relay.cli", "--home", str(home.root), "serve"]
+    argv += ["--outside", "127.0.0.1:0", "--inside", "127.0.0.1:0"]
+    with _log_file(home.root / "bench-relay.log") as log:
+        proc, ports = await _spawn_server(argv, log, ["outside", "inside"])
+        try:
+            yield _Urls(
+                f"wss://127.0.0.1:{ports['outside']}{_RELAY_PATH}",
+                f"wss://127.0.0.1:{ports['inside']}{_RELAY_PATH}",
+                proc.pid,
+            )
+        finally:
+            await _stop_process(proc)
+
+
+_SERVE_BARE = "_serve-bare"
+
+
+def _serve_bare(root: str) -> int:
+    """The bare forwarder as a process (``--servers subprocess``); stops on SIGTERM."""
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with bare_forwarder(FacilityHome(Path(root))) as (host, port):
+            print(f"bare: {host}:{port}", flush=True)
+            await stop.wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# the chat scenario
+# ---------------------------------------------------------------------------------------
+
+
+DEFAULT_MESSAGES = 30_000
+QUICK_MESSAGES = 600
+DEFAULT_FANOUT = 30
+MAX_FANOUT = 200
+DEFAULT_REPEAT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    messages: int
+    fanout: int
+    window: int
+    repeat: int
+    servers: str
+    json: bool
+
+    def __post_init__(self) -> None:
+        if self.messages < 10 or self.fanout < 1 or self.window < 1 or self.repeat < 1:
+            raise ValueError("--messages >= 10, --fanout >= 1, --window >= 1, --repeat >= 1")
+        if self.fanout > MAX_FANOUT:
+            raise ValueError(f"--fanout <= {MAX_FANOUT}")
+
+    @property
+    def fanout_messages(self) -> int:
+        """Fan-out runs send fewer messages: about 3 deliveries per 1 -> 1 message."""
+        return max(10, 3 * self.messages // self.fanout)
+
+    def warmup(self, count: int) -> int:
+        return max(10, count // 5)
+
+
+async def _measure(
+    name: str,
+    serve: Callable[[FacilityHome], contextlib.AbstractAsyncContextManager[_Urls]],
+    facility: Facility,
+    opts: ChatOptions,
+    protocol: bool,
+    say: Callable[[str], None],
+) -> TargetResult:
+    """Run the 1 -> 1, half-load and 1 -> N runs against one system under test.
+
+    ``protocol``: speak classroom-relay.v1 (``hello``, wait for ``ack``) or just send frames.
+    """
+
+    def hello(class_id: str, learner: str | None) -> bytes | None:
+        if not protocol:
+            return None
+        return wire.encode_client(
+            Hello(
+                id=f"hello-{learner or INSTRUCTOR}",
+                session=class_id,
+                learner=learner,
+                pin=PIN if learner else None,
+                client="classroom-relay-bench",
+            )
+        )
+
+    def endpoints(class_id: str, urls: _Urls, count: int) -> tuple[_Endpoint, list[_Endpoint]]:
+        sender = _Endpoint(
+            INSTRUCTOR, urls.sender, facility.instructor_bundle, hello(class_id, None)
+        )
+        receivers = [
+            _Endpoint(
+                f"{_learner(i)}@{_machine(i)}",
+                urls.receivers,
+                path,
+                hello(class_id, _learner(i)),
+            )
+            for i, path in enumerate(facility.machine_bundles[:count])
+        ]
+        return sender, receivers
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with serve(facility.home) as urls, aiohttp.ClientSession(connector=connector) as http:
+        sender, receivers = endpoints(CLASS_ONE, urls, 1)
+        bench = _Bench(http, acked=protocol, window=opts.window, cpu=cpu_clock(urls.server_pid))
+        try:
+            await bench.add_sender(sender)
+            await bench.add_receivers(receivers)
+            await bench.run(opts.warmup(opts.messages))
+            one_runs = []
+            for _ in range(opts.repeat):
+                one_runs.append(await bench.run(opts.messages))
+                say(f"  {name} 1 -> 1: {one_runs[-1].msgs_per_s:,.0f} msgs/s")
+            one = median_run(one_runs)
+            rate = one.msgs_per_s / 2
+            half = await bench.run(max(10, opts.messages // 2), rate=rate)
+            say(f"  {name} 1 -> 1 at {rate:,.0f} msgs/s: p99 {half.p99_ms:.2f} ms")
+        finally:
+            await bench.close()
+        sender, receivers = endpoints(CLASS_FANOUT, urls, opts.fanout)
+        bench = _Bench(http, acked=protocol, window=opts.window, cpu=cpu_clock(urls.server_pid))
+        try:
+            await bench.add_sender(sender)
+            await bench.add_receivers(receivers)
+            await bench.run(opts.warmup(opts.fanout_messages))
+            fan_runs = []
+            for _ in range(opts.repeat):
+                fan_runs.append(await bench.run(opts.fanout_messages))
+                rate = fan_runs[-1].deliveries_per_s
+                say(f"  {name} 1 -> {opts.fanout}: {rate:,.0f} deliveries/s")
+            fan = median_run(fan_runs)
+        finally:
+            await bench.close()
+    return TargetResult(name, one, half, fan, tuple(one_runs), tuple(fan_runs))
+
+
+async def _measure_both(
+    facility: Facility, opts: ChatOptions, say: Callable[[str], None]
+) -> tuple[TargetResult, TargetResult]:
+    if opts.servers == "subprocess":
+        bare_serve, relay_serve = _bare_subprocess, _relay_subprocess
+    else:
+        bare_serve, relay_serve = _bare_inprocess, _relay_inprocess
+    bare = await _measure("bare", bare_serve, facility, opts, False, say)
+    relay = await _measure("relay", relay_serve, facility, opts, True, say)
+    return bare, relay
+
+
+def run_chat(opts: ChatOptions, say: Callable[[str], None]) -> ChatReport:
+    """Build a temporary facility, measure the forwarder and the relay, return the report."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        say(f"setting up a temporary facility with {opts.fanout} machines and learners ...")
+        facility = build_facility(Path(tmp), opts.fanout)
+        setup_s = time.perf_counter() - started
+        bare, relay = asyncio.run(_measure_both(facility, opts, say))
+        audit_file = facility.home.audit_dir / "events.jsonl"
+        with audit_file.open("rb") as f:
+            audit_records = sum(1 for _ in f)
+    return ChatReport(
+        bare=bare,
+        relay=relay,
+        messages=opts.messages,
+        fanout_messages=opts.fanout_messages,
+        fanout=opts.fanout,
+        window=opts.window,
+        repeat=opts.repeat,
+        servers=opts.servers,
+        setup_s=setup_s,
+        total_s=time.perf_counter() - started,
+        audit_records=audit_records,
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "below target"
+
+
+def render_chat(report: ChatReport) -> str:
+    b, r = report.bare, report.relay
+    where = (
+        "clients, bare forwarder and relay in ONE process and ONE event loop"
+        if report.servers == "in-process"
+        else "each server in its own process; all clients in this process"
+    )
+    rows = [
+        ("", "bare", "relay", "relay/bare", "target"),
+        (
+            "1 -> 1 msgs/s",
+            f"{b.one.msgs_per_s:,.0f}",
+            f"{r.one.msgs_per_s:,.0f}",
+            f"{report.ratio:.2f}",
+            f">= {TARGET_RATIO} {_verdict(report.ratio >= TARGET_RATIO)}",
+        ),
+        (
+            "  CPU us per message",
+            f"{b.one.cpu_us_per_msg:,.0f}",
+            f"{r.one.cpu_us_per_msg:,.0f}",
+            f"{r.one.cpu_us_per_msg / b.one.cpu_us_per_msg:.2f}x",
+            "",
+        ),
+        (
+            "  p50 / p99 ms (max load)",
+            f"{b.one.p50_ms:.2f} / {b.one.p99_ms:.2f}",
+            f"{r.one.p50_ms:.2f} / {r.one.p99_ms:.2f}",
+            "",
+            "",
+        ),
+        (
+            "  p50 / p99 ms (half load)",
+            f"{b.half.p50_ms:.2f} / {b.half.p99_ms:.2f}",
+            f"{r.half.p50_ms:.2f} / {r.half.p99_ms:.2f}",
+            "",
+            f"p99 <= {TARGET_P99_MS:g} ms {_verdict(r.half.p99_ms <= TARGET_P99_MS)}",
+        ),
+        (
+            "  half load, msgs/s",
+            f"{b.half.offered_msgs_per_s or 0:,.0f}",
+            f"{r.half.offered_msgs_per_s or 0:,.0f}",
+            "",
+            "",
+        ),
+        (
+            f"1 -> {report.fanout} deliveries/s",
+            f"{b.fanout.deliveries_per_s:,.0f}",
+            f"{r.fanout.deliveries_per_s:,.0f}",
+            f"{report.fanout_ratio:.2f}",
+            "",
+        ),
+        (
+            "  CPU us per delivery",
+            f"{b.fanout.cpu_us_per_delivery:,.1f}",
+            f"{r.fanout.cpu_us_per_delivery:,.1f}",
+            f"{r.fanout.cpu_us_per_delivery / b.fanout.cpu_us_per_delivery:.2f}x",
+            "",
+        ),
+        (
+            "  p50 / p99 ms",
+            f"{b.fanout.p50_ms:.2f} / {b.fanout.p99_ms:.2f}",
+            f"{r.fanout.p50_ms:.2f} / {r.fanout.p99_ms:.2f}",
+            "",
+            "",
+        ),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    table = "\n".join(
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) if i < 4 else cell
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    )
+    notes = [
+        f"classroom-relay bench chat: Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPU(s), loopback; {where}.",
+        "TLS 1.3 with client certificates on every connection; rate limit raised for the "
+        "benchmark (msgs_per_second = 1000000.0, msgs_burst = 1000000); the relay's audit log "
+        f"is written ({report.audit_records:,} records).",
+        f"1 -> 1: {report.messages:,} messages; 1 -> {report.fanout}: "
+        f"{report.fanout_messages:,} messages to {report.fanout} learners; "
+        f"window {report.window} messages in flight; chat text {len(CHAT_TEXT)} characters; "
+        f"full-load figures are the median of {report.repeat} run(s).",
+        "The relay also sends the sender an ack and its own chat event per message.",
+        "Latency: sender's send to receiver's receive, same clock. Half load: paced at 50% of "
+        "the 1 -> 1 maximum of the same system. At full load latency is mostly the window "
+        "queue.",
+        f"Took {report.total_s:.1f} s (set-up {report.setup_s:.1f} s).",
+    ]
+    return "\n".join([*notes, "", table])
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def chat_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} chat",
+        description="Chat throughput and latency: a bare TLS WebSocket forwarder (baseline) "
+        "and the relay through its whole choke point, 1 -> 1 and 1 -> N, on loopback.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quick", action="store_true", help="a small run (a few seconds; tests and CI)")
+    p.add_argument(
+        "--messages",
+        type=_positive,
+        metavar="N",
+        help=f"messages per 1 -> 1 run (default {DEFAULT_MESSAGES}, --quick {QUICK_MESSAGES}); "
+        "the 1 -> N runs send 3N/fanout",
+    )
+    p.add_argument(
+        "--fanout",
+        type=_positive,
+        default=DEFAULT_FANOUT,
+        metavar="N",
+        help=f"receivers in the fan-out runs (default {DEFAULT_FANOUT})",
+    )
+    p.add_argument("--window", type=_positive, default=64, metavar="N", help="messages in flight")
+    p.add_argument(
+        "--repeat",
+        type=_positive,
+        metavar="N",
+        help=f"measured runs at full load, the median is reported (default {DEFAULT_REPEAT}, "
+        "--quick 1)",
+    )
+    p.add_argument(
+        "--servers",
+        choices=("in-process", "subprocess"),
+        default="subprocess",
+        help="run the bare forwarder and the relay each in its own process (default; the "
+        "clients stay in this one), or everything in this process and event loop",
+    )
+    return p
+
+
+@scenario("chat", "chat throughput and latency, relay vs a bare TLS WebSocket forwarder")
+def chat_main(argv: list[str]) -> int:
+    try:
+        args = chat_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    messages = args.messages or (QUICK_MESSAGES if args.quick else DEFAULT_MESSAGES)
+    try:
+        opts = ChatOptions(
+            messages=messages,
+            fanout=args.fanout,
+            window=args.window,
+            repeat=args.repeat or (1 if args.quick else DEFAULT_REPEAT),
+            servers=args.servers,
+            json=args.json,
+        )
+    except ValueError as exc:
+        print(f"{PROG} chat: error: {exc}", file=sys.stderr)
+        return 2
+
+    def say(text: str) -> None:
+        if not opts.json:
+            print(text, flush=True)
+
+    try:
+        report = run_chat(opts, say)
+    except BenchError as exc:
+        print(f"{PROG} chat: error: {exc}", file=sys.stderr)
+        return 1
+    if opts.json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print()
+        print(render_chat(report), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# the command
+# ---------------------------------------------------------------------------------------
+
+
+def list_scenarios(out: TextIO) -> None:
+    out.write(f"usage: {PROG} SCENARIO [options]   ({PROG} SCENARIO --help for its options)\n")
+    out.write("scenarios:\n")
+    width = max(len(name) for name in SCENARIOS)
+    for entry in SCENARIOS.values():
+        out.write(f"  {entry.name.ljust(width)}  {entry.summary}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "list"):
+        list_scenarios(sys.stdout)
+        return 0
+    if args[0] == _SERVE_BARE and len(args) == 2:
+        return _serve_bare(args[1])
+    entry = SCENARIOS.get(args[0])
+    if entry is None:
+        print(f"{PROG}: error: no scenario {args[0]!r}", file=sys.stderr)
+        list_scenarios(sys.stderr)
+        return 2
+    return entry.run(args[1:])
+
+
+__all__ = [
+    "SCENARIOS",
+    "BenchError",
+    "ChatOptions",
+    "ChatReport",
+    "RunResult",
+    "Scenario",
+    "TargetResult",
+    "build_facility",
+    "main",
+    "percentile",
+    "run_chat",
+    "scenario",
+]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
