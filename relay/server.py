@@ -182,11 +182,11 @@ def _peer_text(peername: Any) -> str:
 class _ConnIO:
     conn: Connection
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[bytes | CloseRequest]
+    queue: asyncio.Queue[bytes | tuple[bytes, ...] | CloseRequest]
     writer: asyncio.Task[None] | None = None
     closing: bool = False
 
-    def enqueue(self, item: bytes | CloseRequest) -> None:
+    def enqueue(self, item: bytes | tuple[bytes, ...] | CloseRequest) -> None:
         if self.closing:
             return
         try:
@@ -210,7 +210,11 @@ class _ConnIO:
                     await ws.close(code=item.code.number, message=item.code.slug.encode())
                 return
             try:
-                await ws.send_bytes(item)
+                if isinstance(item, tuple):
+                    for frame in item:
+                        await ws.send_bytes(frame)
+                else:
+                    await ws.send_bytes(item)
             except (ConnectionError, RuntimeError):
                 return
 
@@ -417,7 +421,7 @@ class Relay:
             for cid in d.conns:
                 io = conns.get(cid)
                 if io is not None:
-                    io.enqueue(d.frame)
+                    io.enqueue((d.frame, *d.more) if d.more else d.frame)
         for close in outcome.closes:
             io = conns.get(close.conn)
             if io is not None:

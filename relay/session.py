@@ -45,10 +45,15 @@ class SessionState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One encoded frame for a set of connections (by connection id)."""
+    """One encoded frame for a set of connections (by connection id).
+
+    ``more`` are frames sent right after ``frame``, in order, as one unit: a replay of
+    history travels this way so that it counts once against a receiver's queue limit.
+    """
 
     frame: bytes
     conns: tuple[int, ...]
+    more: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +221,7 @@ class LiveSession:
             last_seq=self.seq,
             replay=len(replay),
         )
-        deliveries = [Delivery(wire.encode_server(welcome), (conn,))]
-        deliveries += [Delivery(frame, (conn,)) for frame in replay]
+        deliveries = [Delivery(wire.encode_server(welcome), (conn,), tuple(replay))]
         events = [
             self._event(
                 EventKind.JOINED,

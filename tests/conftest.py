@@ -72,6 +72,14 @@ class Facility:
         args += ["--start", iso(now + start), "--end", iso(now + end)]
         self.must(*args)
 
+    def set_limits(self, **limits: float) -> None:
+        """Write ``limits`` into the [limits] table of relay.toml (before the relay starts)."""
+        path = self.home.relay_toml
+        lines = path.read_text().splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if line.strip() == "[limits]")
+        lines.insert(at + 1, "".join(f"{k} = {v!r}\n" for k, v in limits.items()))
+        path.write_text("".join(lines))
+
     def audit_records(self) -> list[dict[str, Any]]:
         path = self.home.audit_dir / "events.jsonl"
         if not path.exists():

@@ -458,6 +458,33 @@ async def test_resume_after_a_dropped_connection(facility: Facility, relay: Rela
         assert len(audited(facility, "message.delivered", content="I am back")) == 1
 
 
+async def test_a_late_joiner_gets_a_history_longer_than_its_send_queue(
+    facility: Facility,
+) -> None:
+    from relay.server import running_relay
+
+    facility.set_limits(
+        send_queue_limit=50, history_limit=400, msgs_per_second=1e6, msgs_burst=10**6
+    )
+    async with running_relay(
+        facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0), control=False
+    ) as r:
+        async with instructor(facility, r) as alice:
+            for start in range(0, 300, 10):
+                acks = await asyncio.gather(
+                    *(alice.chat(f"line {i}") for i in range(start, start + 10))
+                )
+                assert all(a.status is AckStatus.DELIVERED for a in acks)
+            assert alice.reconnects == 0
+        async with learner(facility, r, "l1001", "pc-01") as late:
+            assert late.welcome is not None
+            assert late.welcome.replay >= 300
+            events = await drain(late, 0.5)
+            texts = [e.text for e in events if isinstance(e, ChatEvent)]
+            assert texts == [f"line {i}" for i in range(300)]
+            assert late.reconnects == 0
+
+
 async def test_replayed_history_does_not_change_the_current_roster(
     facility: Facility, relay: Relay
 ) -> None:

@@ -35,7 +35,12 @@ def new_session(**limits: int) -> LiveSession:
 
 
 def frames_for(outcome: Outcome, conn: int) -> list[object]:
-    return [wire.decode_server(d.frame) for d in outcome.deliveries if conn in d.conns]
+    return [
+        wire.decode_server(frame)
+        for d in outcome.deliveries
+        if conn in d.conns
+        for frame in (d.frame, *d.more)
+    ]
 
 
 def test_join_welcomes_and_announces() -> None:
