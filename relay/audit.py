@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -93,10 +93,14 @@ class AuditEvent:
     policy_version: str | None = None
 
     def to_record(self) -> dict[str, Any]:
-        record = {k: v for k, v in asdict(self).items() if v is not None and k != "kind"}
+        """The event as a flat map: fields that are set, plus kind and code."""
+        record = {k: v for k in _RECORD_FIELDS if (v := getattr(self, k)) is not None}
         record["kind"] = self.kind.name_
         record["code"] = self.kind.code
         return record
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name != "kind")
 
 
 class AuditSink(Protocol):

@@ -1104,7 +1104,7 @@ def render_chat(report: ChatReport) -> str:
         f"{report.fanout_messages:,} messages to {report.fanout} learners; "
         f"window {report.window} messages in flight; chat text {len(CHAT_TEXT)} characters; "
         f"full-load figures are the median of {report.repeat} run(s).",
-        "The relay also sends the sender an ack and its own chat event per message.",
+        "The relay also sends the sender an ack (with sequence number and time) per message.",
         "Latency: sender's send to receiver's receive, same clock. Half load: paced at 50% of "
         "the 1 -> 1 maximum of the same system. At full load latency is mostly the window "
         "queue.",

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -451,8 +452,10 @@ class RelayClient:
             return
         if isinstance(event, Ack):
             entry = self._pending.pop(event.ref, None)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result(event)
+            if entry is not None:
+                await self._own_message(entry[0], event)
+                if not entry[1].done():
+                    entry[1].set_result(event)
             return
         if isinstance(event, ErrorFrame):
             entry = self._pending.pop(event.ref or "", None)
@@ -485,6 +488,24 @@ class RelayClient:
             elif isinstance(event, HandEvent):
                 (self.hands.add if event.raised else self.hands.discard)(event.who)
             await self._emit(event)
+
+    async def _own_message(self, msg: ClientMessage, ack: Ack) -> None:
+        """The relay sends no echo of our own chat messages: show them from the ack."""
+        if not isinstance(msg, Chat) or ack.status is not AckStatus.DELIVERED:
+            return
+        if ack.seq is None or ack.seq <= self.last_seq or self.me is None:
+            return  # already seen, in a replay after a reconnect
+        self.last_seq = ack.seq
+        event = ChatEvent(
+            seq=ack.seq,
+            id=msg.id,
+            sender=self.me.pid,
+            channel=msg.channel,
+            text=msg.text,
+            time=ack.time if ack.time is not None else time.time(),
+            to=msg.to,
+        )
+        await self._emit(event)
 
     async def _emit(self, event: ServerMessage) -> None:
         await self._events.put(event)

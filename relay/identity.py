@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 """Names of instructors, machines, staff, learners, classrooms and class ids."""
@@ -73,16 +73,14 @@ class Participant:
     role: ParticipantRole
     name: str
     machine: str | None = None
+    pid: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not valid_name(self.name):
             raise ValueError(f"participant name {self.name!r} is not valid: {NAME_RULE}")
         if (self.role is ParticipantRole.LEARNER) != (self.machine is not None):
             raise ValueError("a learner is always on a machine; others are not")
-
-    @property
-    def pid(self) -> str:
-        return f"{self.role.value}:{self.name}"
+        object.__setattr__(self, "pid", f"{self.role.value}:{self.name}")
 
 
 def parse_pid(pid: str) -> tuple[ParticipantRole, str] | None:

@@ -170,6 +170,8 @@ class Ack:
     code: int | None = None
     error: str | None = None
     text: str | None = None
+    time: float | None = None
+    """Delivered chat: the time the relay gave the message (its sender gets no echo)."""
 
     def __post_init__(self) -> None:
         if self.status is AckStatus.DELIVERED and self.seq is None:

@@ -148,41 +148,41 @@ class LiveSession:
     def _event(
         self, kind: EventKind, now: float, who: Participant | None, **kw: object
     ) -> AuditEvent:
-        return AuditEvent(
-            kind=kind,
-            time=now,
-            session=self.id,
-            actor=who.pid if who else None,
-            machine=who.machine if who else None,
-            learner=who.name if who and who.role is ParticipantRole.LEARNER else None,
-            **kw,  # type: ignore[arg-type]
-        )
+        if who is None:
+            return AuditEvent(kind, now, self.info.id, **kw)  # type: ignore[arg-type]
+        learner = who.name if who.machine is not None else None
+        return AuditEvent(kind, now, self.info.id, who.pid, who.machine, learner, **kw)  # type: ignore[arg-type]
 
-    def _recipients(self, visible_to: frozenset[str] | None) -> tuple[int, ...]:
+    def _recipients(self, visible_to: frozenset[str] | None, exclude: int) -> tuple[int, ...]:
         if visible_to is None:
-            return self.connections()
+            return tuple(m.conn for m in self._members.values() if m.conn != exclude)
         return tuple(
             m.conn
             for pid, m in self._members.items()
-            if pid in visible_to or m.participant.role is ParticipantRole.STAFF
+            if (pid in visible_to or m.participant.role is ParticipantRole.STAFF)
+            and m.conn != exclude
         )
 
-    def _sequence(self, event: SequencedEvent, visible_to: frozenset[str] | None) -> Delivery:
+    def _sequence(
+        self, event: SequencedEvent, visible_to: frozenset[str] | None, exclude: int = 0
+    ) -> Delivery:
         frame = wire.encode_server(event)
         self._history.append(_HistoryItem(event.seq, frame, visible_to))
-        while len(self._history) > self.limits.history_limit:
+        if len(self._history) > self.limits.history_limit:
             self._history.popleft()
-        return Delivery(frame, self._recipients(visible_to))
+        return Delivery(frame, self._recipients(visible_to, exclude))
 
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
     def _remember_ack(self, pid: str, ack: Ack) -> None:
-        acks = self._acks.setdefault(pid, OrderedDict())
+        acks = self._acks.get(pid)
+        if acks is None:
+            acks = self._acks[pid] = OrderedDict()
         acks[ack.ref] = ack
-        while len(acks) > self.limits.dedup_window:
-            acks.popitem(last=False)
+        if len(acks) > self.limits.dedup_window:
+            acks.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
 
     def previous_ack(self, pid: str, msg_id: str) -> Ack | None:
         """The ack already given for ``msg_id`` by ``pid`` (a resent duplicate), if any."""
@@ -240,8 +240,7 @@ class LiveSession:
                 who=participant_info(who),
                 time=now,
             )
-            d = self._sequence(presence, None)
-            deliveries.append(Delivery(d.frame, tuple(c for c in d.conns if c != conn)))
+            deliveries.append(self._sequence(presence, None, exclude=conn))
         return outcome + Outcome(tuple(events), tuple(deliveries))
 
     def leave(self, who: Participant, conn: int, now: float, reason: str) -> Outcome:
@@ -320,7 +319,7 @@ class LiveSession:
             seq=seq, id=msg_id, sender=who.pid, channel=channel, text=text, time=now, to=to
         )
         visible = None if channel is Channel.CLASS else frozenset({who.pid, to or ""})
-        ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
+        ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq, time=now)
         self._remember_ack(who.pid, ack)
         record = self._event(
             EventKind.MESSAGE_DELIVERED,
@@ -335,8 +334,12 @@ class LiveSession:
             content=text,
             policy_version=policy_version,
         )
-        # The sender's ack goes first, then the event to everyone it is for.
-        deliveries = (Delivery(wire.encode_server(ack), (conn,)), self._sequence(event, visible))
+        # The sender gets the ack (with seq and time) instead of an echo of its own
+        # message; everyone else the message is for gets the event.
+        deliveries = (
+            Delivery(wire.encode_server(ack), (conn,)),
+            self._sequence(event, visible, exclude=conn),
+        )
         return Outcome((record,), deliveries)
 
     def hand(

@@ -386,7 +386,7 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
         return out
     if isinstance(msg, Ack):
         out = {"t": "ack", "ref": msg.ref, "status": msg.status.value}
-        for key in ("seq", "code", "error", "text"):
+        for key in ("seq", "code", "error", "text", "time"):
             value = getattr(msg, key)
             if value is not None:
                 out[key] = value
@@ -476,7 +476,7 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
             ),
         )
     if kind == "ack":
-        r = _Reader(m, kind, L, {"ref", "status", "seq", "code", "error", "text"})
+        r = _Reader(m, kind, L, {"ref", "status", "seq", "code", "error", "text", "time"})
         return _build(
             kind,
             lambda: Ack(
@@ -486,6 +486,7 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
                 code=r.opt_int("code"),
                 error=r.str_("error", max_chars=64, required=False),
                 text=r.str_("text", max_chars=2000, required=False),
+                time=r.float_("time") if "time" in m else None,
             ),
         )
     if kind == "presence":
