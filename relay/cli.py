@@ -651,9 +651,16 @@ def cmd_schedule_remove(args: argparse.Namespace, home: FacilityHome) -> int:
 
 
 def cmd_session_end(args: argparse.Namespace, home: FacilityHome) -> int:
-    home.require()
     session = _check_name(args.id, "class id")
     reason = _check_reason(args.reason, "reason")
+    if args.bundle is not None:
+        # Security staff, from their workstation, through the relay's inside listener.
+        from relay.staff import end_class
+
+        return end_class(Path(args.bundle), args.relay, session, reason)
+    if args.relay is not None:
+        raise UsageError("--relay goes with --bundle (ending a class as security staff)")
+    home.require()
     try:
         reply = _control(home, "end_session", {"session": session, "reason": reason})
     except ControlError as exc:
@@ -665,6 +672,20 @@ def cmd_session_end(args: argparse.Namespace, home: FacilityHome) -> int:
     message = reply.get("message")
     _say(str(message) if message else f"Class {session} ended.")
     return 0
+
+
+def cmd_watch(args: argparse.Namespace, home: FacilityHome) -> int:
+    from classroom_client.cli import EventType, ListenOptions
+    from relay.staff import watch
+
+    opts = ListenOptions(
+        count=args.count,
+        timeout=args.timeout,
+        json=args.json,
+        only=frozenset(EventType(t) for t in args.only or ()),
+        history=not args.no_history,
+    )
+    return watch(Path(args.bundle), args.relay, _check_name(args.id, "class id"), opts)
 
 
 def cmd_reload(args: argparse.Namespace, home: FacilityHome) -> int:
@@ -864,6 +885,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(session, "end", cmd_session_end, "end a live class now")
     p.add_argument("id", metavar="ID", help="class id")
     p.add_argument("--reason", required=True, metavar="TEXT", help="shown to participants")
+    p.add_argument(
+        "--bundle",
+        metavar="FILE",
+        help="end it as security staff with this staff bundle, through the relay "
+        "(default: as the administrator, through the local control socket)",
+    )
+    p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
+
+    p = leaf(
+        sub,
+        "watch",
+        cmd_watch,
+        "security staff: watch a live class (everything in it, direct messages too)",
+    )
+    p.add_argument("id", metavar="ID", help="class id")
+    p.add_argument("--bundle", required=True, metavar="FILE", help="your staff bundle")
+    p.add_argument("--relay", metavar="URL", help="wss://HOST:PORT (default: the bundle's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=["chat", "presence", "hand", "session_ended", "error"],
+        help="show only these event types (repeatable)",
+    )
+    p.add_argument("--no-history", action="store_true", help="skip events before joining")
 
     tls = group("tls", "the relay's own server certificates")
     p = leaf(tls, "renew", cmd_tls_renew, "issue a new server certificate for a listener")
