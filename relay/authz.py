@@ -8,6 +8,7 @@ and a detail that says why.
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -105,14 +106,27 @@ def check_roster(request: JoinRequest) -> None:
 
 @dataclass(slots=True)
 class PinGuard:
-    """Counts wrong PINs per learner and locks a learner out after too many."""
+    """Counts wrong PINs and refuses further tries when there were too many.
+
+    Per learner: ``max_failures`` wrong PINs in a row lock the learner out for
+    ``lockout_seconds``. Per machine: ``max_machine_failures`` wrong PINs for any learner
+    ids within ``lockout_seconds`` stop that machine from trying, so a machine cannot be
+    used to guess PINs across many learner ids.
+    """
 
     max_failures: int
     lockout_seconds: float
+    max_machine_failures: int = 20
     _failures: dict[str, int] = field(default_factory=dict)
     _locked_until: dict[str, float] = field(default_factory=dict)
+    _machine_failures: dict[str, deque[float]] = field(default_factory=dict)
 
-    def check(self, learner: str, now: float) -> None:
+    def check(self, learner: str, now: float, machine: str | None = None) -> None:
+        if machine is not None:
+            recent = self._recent(machine, now)
+            if recent is not None and len(recent) >= self.max_machine_failures:
+                wait = int(recent[0] + self.lockout_seconds - now) + 1
+                raise AccessDenied(ErrorCode.MACHINE_LOCKED, f"try again in {wait} seconds")
         until = self._locked_until.get(learner)
         if until is not None:
             if now < until:
@@ -122,11 +136,27 @@ class PinGuard:
             del self._locked_until[learner]
             self._failures.pop(learner, None)
 
-    def failed(self, learner: str, now: float) -> None:
+    def failed(self, learner: str, now: float, machine: str | None = None) -> None:
         count = self._failures.get(learner, 0) + 1
         self._failures[learner] = count
         if count >= self.max_failures:
             self._locked_until[learner] = now + self.lockout_seconds
+        if machine is not None:
+            recent = self._recent(machine, now)
+            if recent is None:
+                recent = self._machine_failures[machine] = deque()
+            recent.append(now)
 
     def succeeded(self, learner: str) -> None:
         self._failures.pop(learner, None)
+
+    def _recent(self, machine: str, now: float) -> deque[float] | None:
+        recent = self._machine_failures.get(machine)
+        if recent is None:
+            return None
+        while recent and recent[0] <= now - self.lockout_seconds:
+            recent.popleft()
+        if not recent:
+            del self._machine_failures[machine]
+            return None
+        return recent

@@ -168,6 +168,12 @@ class ErrorCode(enum.Enum):
         "a classroom machine joins a class only with a learner signed in",
         "sign in with --learner ID --pin PIN",
     )
+    MACHINE_LOCKED = _CodeInfo(
+        4429,
+        "machine_locked",
+        "too many wrong PINs were entered on this machine recently",
+        "wait a few minutes; if it keeps happening, tell security staff",
+    )
     SESSION_ENDED = _CodeInfo(
         4428,
         "session_ended",

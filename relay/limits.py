@@ -61,6 +61,9 @@ class Limits:
     """Wrong PINs in a row before a learner is locked out."""
     lockout_seconds: float = 300.0
     """How long a locked-out learner must wait."""
+    pin_failures_per_machine: int = 20
+    """Wrong PINs (for any learner ids) from one machine within ``lockout_seconds``
+    before that machine may not try again until the window has passed."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

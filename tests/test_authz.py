@@ -212,3 +212,13 @@ def test_pin_guard_locks_and_unlocks() -> None:
     guard.check("l1", 65.0)  # the count started again
     guard.succeeded("l1")
     guard.check("l2", 0.0)
+
+
+def test_pin_guard_throttles_a_machine_guessing_across_learners() -> None:
+    guard = authz.PinGuard(max_failures=5, lockout_seconds=60, max_machine_failures=4)
+    for i in range(4):
+        guard.check(f"x{i}", float(i), machine="pc-01")
+        guard.failed(f"x{i}", float(i), machine="pc-01")
+    assert code_of(guard.check, "x9", 10.0, "pc-01") is ErrorCode.MACHINE_LOCKED
+    guard.check("x9", 10.0, machine="pc-02")  # another machine may still try
+    guard.check("x9", 60.5, machine="pc-01")  # the oldest failure left the window
