@@ -19,10 +19,12 @@ import datetime as dt
 import logging
 import signal
 import ssl
+import struct
 import time
 from asyncio import sslproto
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -178,52 +180,202 @@ def _peer_text(peername: Any) -> str:
     return str(peername)
 
 
+_FRAME_HEAD_SHORT = struct.Struct("!BB").pack
+_FRAME_HEAD_MEDIUM = struct.Struct("!BBH").pack
+_FRAME_HEAD_LONG = struct.Struct("!BBQ").pack
+_BINARY_FIN = 0x82
+_COALESCE_BYTES = 1 << 16
+"""Most bytes of queued frames the writer hands to TLS in one write."""
+
+
+def _binary_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed, final binary WebSocket frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        return _FRAME_HEAD_SHORT(_BINARY_FIN, n) + payload
+    if n < 65536:
+        return _FRAME_HEAD_MEDIUM(_BINARY_FIN, 126, n) + payload
+    return _FRAME_HEAD_LONG(_BINARY_FIN, 127, n) + payload
+
+
+class _CoalescingSender:
+    """Writes several queued frames of one connection with a single TLS write.
+
+    Why: sent one by one through ``WebSocketResponse.send_bytes``, every frame costs a
+    TLS record and a ``send`` system call on the relay, and a record to decrypt and a
+    read on the client; a receiver of a busy class gets many frames per turn of the
+    event loop. The frames are the same bytes aiohttp would produce (server frames are
+    never masked; the relay's WebSockets have compression off), only written together.
+
+    This reaches into aiohttp's private writer (``ws._writer``: ``transport``,
+    ``protocol``, ``_closing``) and flow control (``protocol._drain_helper``), so
+    :meth:`detect` checks every attribute it uses and returns None when one is missing
+    or the WebSocket compresses or masks; the writer then sends frame by frame through
+    the public API. Flow control is kept: nothing is written while the transport is
+    paused (the writer waits for it to drain, frames wait in the bounded queue), and a
+    closing WebSocket is never written to.
+    """
+
+    __slots__ = ("protocol", "transport", "writer", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, writer: Any, transport: Any, protocol: Any):
+        self.ws = ws
+        self.writer = writer
+        self.transport = transport
+        self.protocol = protocol
+
+    @classmethod
+    def detect(cls, ws: web.WebSocketResponse) -> _CoalescingSender | None:
+        writer = getattr(ws, "_writer", None)
+        if writer is None or ws.compress:
+            return None
+        transport = getattr(writer, "transport", None)
+        protocol = getattr(writer, "protocol", None)
+        if (
+            getattr(writer, "use_mask", True) is not False
+            or getattr(writer, "compress", 1) != 0
+            or not isinstance(getattr(writer, "_closing", None), bool)
+            or not callable(getattr(transport, "write", None))
+            or not callable(getattr(transport, "is_closing", None))
+            or not isinstance(getattr(protocol, "writing_paused", None), bool)
+            or not callable(getattr(protocol, "_drain_helper", None))
+        ):
+            return None
+        return cls(ws, writer, transport, protocol)
+
+    async def send(self, frames: list[bytes]) -> None:
+        """Send ``frames`` in order, after any backpressure has eased."""
+        if self.protocol.writing_paused:
+            await self.protocol._drain_helper()
+        if self.ws.closed or self.writer._closing or self.transport.is_closing():
+            raise ConnectionResetError("the WebSocket is closing")
+        if len(frames) == 1:
+            self.transport.write(_binary_frame(frames[0]))
+        else:
+            self.transport.write(b"".join([_binary_frame(f) for f in frames]))
+
+
+_WriterItem = bytes | tuple[bytes, ...] | CloseRequest
+
+
 @dataclass(eq=False, slots=True)
 class _ConnIO:
+    """One connection's bounded send queue and the writer task that drains it.
+
+    A plain deque with a wake-up future rather than :class:`asyncio.Queue`: it is on the
+    path of every delivered frame, and the writer takes everything queued at once.
+    """
+
     conn: Connection
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[bytes | tuple[bytes, ...] | CloseRequest]
+    limit: int
+    """``send_queue_limit``: queued items beyond it disconnect the receiver."""
+    items: deque[_WriterItem] = field(default_factory=deque)
+    wakeup: asyncio.Future[None] | None = None
     writer: asyncio.Task[None] | None = None
     closing: bool = False
 
-    def enqueue(self, item: bytes | tuple[bytes, ...] | CloseRequest) -> None:
+    def enqueue(self, item: _WriterItem) -> None:
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        items = self.items
+        if len(items) >= self.limit:
             # A receiver too slow to keep up: disconnect it; it resumes from history.
-            self.closing = True
-            self.queue = asyncio.Queue()
-            code = ErrorCode.LIMIT_EXCEEDED
-            self.queue.put_nowait(CloseRequest(self.conn.id, code, "receiver too slow"))
-            return
+            items.clear()
+            item = CloseRequest(self.conn.id, ErrorCode.LIMIT_EXCEEDED, "receiver too slow")
         if isinstance(item, CloseRequest):
             self.closing = True
+        items.append(item)
+        wakeup = self.wakeup
+        if wakeup is not None:
+            self.wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
 
     async def write(self) -> None:
         ws = self.ws
+        items = self.items
+        fast = _CoalescingSender.detect(ws)
+        loop = asyncio.get_running_loop()
         while True:
-            item = await self.queue.get()
-            if isinstance(item, CloseRequest):
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.close(code=item.code.number, message=item.code.slug.encode())
-                return
-            try:
+            if not items:
+                self.wakeup = wakeup = loop.create_future()
+                await wakeup
+                continue
+            # Take what is queued now, up to _COALESCE_BYTES, and send it together;
+            # the rest stays queued (and counts against the limit).
+            frames: list[bytes] = []
+            size = 0
+            close: CloseRequest | None = None
+            while items and size < _COALESCE_BYTES:
+                item = items.popleft()
+                if isinstance(item, CloseRequest):
+                    close = item
+                    break
                 if isinstance(item, tuple):
-                    for frame in item:
-                        await ws.send_bytes(frame)
+                    frames.extend(item)
+                    size += sum(len(f) for f in item)
                 else:
-                    await ws.send_bytes(item)
+                    frames.append(item)
+                    size += len(item)
+            try:
+                if fast is not None:
+                    if frames:
+                        await fast.send(frames)
+                else:
+                    for frame in frames:
+                        await ws.send_bytes(frame)
             except (ConnectionError, RuntimeError):
                 return
+            if close is not None:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.close(code=close.code.number, message=close.code.slug.encode())
+                return
+
+
+_Decided = tuple[Awaitable[None], Outcome]
 
 
 @dataclass(eq=False, slots=True)
 class _SessionIO:
+    """One class's outbox: decided outcomes, in order, waiting for their audit receipts."""
+
     session: LiveSession
-    outbox: asyncio.Queue[tuple[asyncio.Future[None] | Any, Outcome]]
+    limit: int
+    """``outbox_limit``: a sender waits while this many outcomes are undelivered."""
+    items: deque[_Decided] = field(default_factory=deque)
+    wakeup: asyncio.Future[None] | None = None
+    room: asyncio.Future[None] | None = None
+    """Senders waiting for the outbox to drain to the limit."""
     worker: asyncio.Task[None] | None = None
+
+    def append(self, decided: _Decided) -> None:
+        self.items.append(decided)
+        wakeup = self.wakeup
+        if wakeup is not None:
+            self.wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait until no more than ``limit`` outcomes are undelivered."""
+        while len(self.items) > self.limit:
+            if self.room is None or self.room.done():
+                self.room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.room)
+
+    async def get(self) -> _Decided:
+        items = self.items
+        while not items:
+            self.wakeup = wakeup = asyncio.get_running_loop().create_future()
+            await wakeup
+        decided = items.popleft()
+        room = self.room
+        if room is not None and len(items) <= self.limit:
+            self.room = None
+            if not room.done():
+                room.set_result(None)
+        return decided
 
 
 @dataclass(slots=True)
@@ -384,30 +536,38 @@ class Relay:
 
     # -- delivery (the choke point's Deliverer) -----------------------------------------------
 
-    async def deliver(self, session: LiveSession | None, receipt: Any, outcome: Outcome) -> None:
+    def deliver(
+        self, session: LiveSession | None, receipt: Awaitable[None], outcome: Outcome
+    ) -> Awaitable[None] | None:
         if session is None:
-            try:
-                await receipt
-            except AuditError as exc:
-                self._audit_failed(outcome, exc)
-                return
-            self._apply(outcome)
+            return self._deliver_direct(receipt, outcome)
+        sio = self.session_io.get(session.id)
+        if sio is None or sio.session is not session:
+            sio = self._session_io(session)
+        # Queued at once, so outcomes reach the outbox in the order they were decided;
+        # a sender that filled it then waits until it drains.
+        sio.append((receipt, outcome))
+        return sio.drained() if len(sio.items) > sio.limit else None
+
+    async def _deliver_direct(self, receipt: Awaitable[None], outcome: Outcome) -> None:
+        try:
+            await receipt
+        except AuditError as exc:
+            self._audit_failed(outcome, exc)
             return
-        sio = self._session_io(session)
-        await sio.outbox.put((receipt, outcome))
+        self._apply(outcome)
 
     def _session_io(self, session: LiveSession) -> _SessionIO:
         sio = self.session_io.get(session.id)
         if sio is None or sio.session is not session:
-            sio = _SessionIO(session, asyncio.Queue(self.config.limits.outbox_limit))
+            sio = _SessionIO(session, self.config.limits.outbox_limit)
             sio.worker = self._spawn(self._outbox_worker(sio))
             self.session_io[session.id] = sio
         return sio
 
     async def _outbox_worker(self, sio: _SessionIO) -> None:
-        queue = sio.outbox
         while True:
-            receipt, outcome = await queue.get()
+            receipt, outcome = await sio.get()
             try:
                 await receipt
             except AuditError as exc:
@@ -589,7 +749,7 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     conn = Connection(id=next_connection_id(), listener=listener, ident=ident, peer=peer)
-    io = _ConnIO(conn, ws, asyncio.Queue(limits.send_queue_limit))
+    io = _ConnIO(conn, ws, limits.send_queue_limit)
     io.writer = asyncio.get_running_loop().create_task(io.write())
     relay.conns[conn.id] = io
     reason = "closed by the client"
