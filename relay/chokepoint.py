@@ -92,8 +92,12 @@ class Deliverer(Protocol):
 
     def deliver(
         self, session: LiveSession | None, receipt: Awaitable[None], outcome: Outcome
-    ) -> Awaitable[None]:
-        """Deliver ``outcome`` once ``receipt`` completes; in order per class."""
+    ) -> Awaitable[None] | None:
+        """Deliver ``outcome`` once ``receipt`` completes; in order per class.
+
+        Returns None when the caller may go on at once, else what it must await first
+        (backpressure: the class's outbox is full; or a delivery outside any class).
+        """
         ...
 
 
@@ -212,7 +216,9 @@ class ChokePoint:
             await self._submit(session, Outcome(deliveries=(ack,)))
             return
         outcome = self._decide(conn, session, who, msg, now)
-        await self._submit(session, outcome)
+        waiting = self._hand_over(session, outcome)
+        if waiting is not None:
+            await waiting
 
     def connection_closed(self, conn: Connection, reason: str) -> Outcome:
         """The adapter reports a closed connection; returns the leave outcome to deliver."""
@@ -469,9 +475,15 @@ class ChokePoint:
 
     # -- audit, then deliver ----------------------------------------------------------------
 
-    async def _submit(self, session: LiveSession | None, outcome: Outcome) -> None:
+    def _hand_over(self, session: LiveSession | None, outcome: Outcome) -> Awaitable[None] | None:
+        """Submit the outcome's records, then hand it to the deliverer with the receipt."""
         receipt = self.audit.submit(outcome.events)
-        await self.deliverer.deliver(session, receipt, outcome)
+        return self.deliverer.deliver(session, receipt, outcome)
+
+    async def _submit(self, session: LiveSession | None, outcome: Outcome) -> None:
+        waiting = self._hand_over(session, outcome)
+        if waiting is not None:
+            await waiting
 
     async def _send_direct(self, conn: Connection, outcome: Outcome) -> None:
         """Deliver outside any class's ordering (refusals before or instead of a join)."""

@@ -10,6 +10,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from relay.frozen import quick_init
 from relay.identity import ParticipantRole, parse_pid, valid_name
 
 FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -64,6 +65,7 @@ class Hello:
             raise ValueError("resume_after must not be negative")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Chat:
     id: str
@@ -162,6 +164,7 @@ class Welcome:
     """How many history events follow this frame before live traffic."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Ack:
     ref: str
@@ -180,6 +183,7 @@ class Ack:
             raise ValueError("a refused or held ack says why")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ChatEvent:
     seq: int

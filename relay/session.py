@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from relay import wire
 from relay.audit import AuditEvent, EventKind
 from relay.errors import ErrorCode
+from relay.frozen import quick_init
 from relay.identity import Participant, ParticipantRole
 from relay.limits import Limits
 from relay.messages import (
@@ -43,6 +44,7 @@ class SessionState(enum.Enum):
     ENDED = "ended"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One encoded frame for a set of connections (by connection id).
@@ -63,6 +65,7 @@ class CloseRequest:
     detail: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     events: tuple[AuditEvent, ...] = ()
@@ -77,6 +80,7 @@ class Outcome:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _HistoryItem:
     seq: int
@@ -113,6 +117,8 @@ class LiveSession:
     _hands: dict[str, None] = field(default_factory=dict)
     _history: deque[_HistoryItem] = field(default_factory=deque)
     _acks: dict[str, OrderedDict[str, Ack]] = field(default_factory=dict)
+    _everyone_but: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Class-wide recipients, by the connection left out; cleared when members change."""
 
     # -- queries -----------------------------------------------------------------------
 
@@ -155,7 +161,11 @@ class LiveSession:
 
     def _recipients(self, visible_to: frozenset[str] | None, exclude: int) -> tuple[int, ...]:
         if visible_to is None:
-            return tuple(m.conn for m in self._members.values() if m.conn != exclude)
+            conns = self._everyone_but.get(exclude)
+            if conns is None:
+                conns = tuple(m.conn for m in self._members.values() if m.conn != exclude)
+                self._everyone_but[exclude] = conns
+            return conns
         return tuple(
             m.conn
             for pid, m in self._members.items()
@@ -208,6 +218,7 @@ class LiveSession:
         outcome = Outcome()
         previous = self._members.get(who.pid)
         self._members[who.pid] = _Member(who, conn)
+        self._everyone_but.clear()
         if previous is not None and previous.conn != conn:
             outcome += Outcome(
                 closes=(CloseRequest(previous.conn, ErrorCode.REPLACED, "you joined again"),)
@@ -248,6 +259,7 @@ class LiveSession:
         if not self.is_current(who.pid, conn):
             return Outcome()
         del self._members[who.pid]
+        self._everyone_but.clear()
         deliveries: list[Delivery] = []
         if who.pid in self._hands:
             del self._hands[who.pid]
@@ -321,13 +333,16 @@ class LiveSession:
         visible = None if channel is Channel.CLASS else frozenset({who.pid, to or ""})
         ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq, time=now)
         self._remember_ack(who.pid, ack)
-        record = self._event(
+        record = AuditEvent(
             EventKind.MESSAGE_DELIVERED,
             now,
-            who,
+            self.info.id,
+            who.pid,
+            who.machine,
+            who.name if who.machine is not None else None,
             msg_id=msg_id,
             seq=seq,
-            channel=channel.value,
+            channel=channel._value_,  # ``.value`` is a slower property
             recipient=to,
             decision="delivered",
             rule=rule,
@@ -388,6 +403,7 @@ class LiveSession:
         )
         closes = tuple(CloseRequest(c, ErrorCode.SESSION_ENDED, reason) for c in conns)
         self._members.clear()
+        self._everyone_but.clear()
         self._hands.clear()
         return Outcome((record,), (Delivery(frame, conns),), closes)
 

@@ -269,6 +269,15 @@ def decode_client(data: bytes, limits: Limits) -> ClientMessage:
     message id (if it has a well-formed one) so the sender can match the refusal.
     """
     m = _unpack_map(data, limits)
+    if m.get("t") == "chat":
+        chat = _plain_chat(m, limits)
+        if chat is not None:
+            return chat
+    return _decode_client_checked(m, limits)
+
+
+def _decode_client_checked(m: dict[str, Any], limits: Limits) -> ClientMessage:
+    """The general path: tree check, then the type's schema, refusing with a reason."""
     try:
         _check_tree(m, limits, 1)
         return _decode_client_map(m, limits)
@@ -277,6 +286,44 @@ def decode_client(data: bytes, limits: Limits) -> ClientMessage:
         if isinstance(ref, str) and MESSAGE_ID_PATTERN.match(ref):
             err.ref = ref
         raise
+
+
+_CHAT_FIELDS = frozenset({"t", "id", "channel", "text", "to"})
+_CHANNELS = {c.value: c for c in Channel}
+
+
+def _plain_chat(m: dict[str, Any], limits: Limits) -> Chat | None:
+    """The common chat frame, checked in one pass; None: leave it to the general path.
+
+    Chat is nearly all of the traffic. This accepts a map only when every check of the
+    general path (:func:`_check_tree`, the ``chat`` schema of :func:`_decode_client_map`,
+    ``Chat.__post_init__``) would pass, and builds the same value; anything else, valid
+    or not, goes the general way, so refusals and their reasons are those of the
+    general path. The strings need no separate control-character scan: ``id`` matches
+    :data:`MESSAGE_ID_PATTERN`, ``channel`` is one of two words, ``to`` is checked as a
+    participant id and ``text`` by ``Chat`` itself, none of which admit them.
+    """
+    if not m.keys() <= _CHAT_FIELDS:
+        return None
+    msg_id = m.get("id")
+    word = m.get("channel")
+    channel = _CHANNELS.get(word) if type(word) is str else None
+    text = m.get("text")
+    to = m.get("to")
+    if (
+        channel is None
+        or type(msg_id) is not str
+        or len(msg_id) > limits.max_id_chars
+        or not MESSAGE_ID_PATTERN.match(msg_id)
+        or type(text) is not str
+        or len(text) > limits.max_text_chars
+        or not (to is None or (type(to) is str and len(to) <= limits.max_id_chars + 12))
+    ):
+        return None
+    try:
+        return Chat(id=msg_id, channel=channel, to=to, text=text)
+    except ValueError:
+        return None
 
 
 def _decode_client_map(m: dict[str, Any], limits: Limits) -> ClientMessage:
@@ -377,7 +424,7 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
             "seq": msg.seq,
             "id": msg.id,
             "from": msg.sender,
-            "channel": msg.channel.value,
+            "channel": msg.channel._value_,  # ``.value`` is a slower property
             "text": msg.text,
             "time": msg.time,
         }
@@ -385,11 +432,17 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
             out["to"] = msg.to
         return out
     if isinstance(msg, Ack):
-        out = {"t": "ack", "ref": msg.ref, "status": msg.status.value}
-        for key in ("seq", "code", "error", "text", "time"):
-            value = getattr(msg, key)
-            if value is not None:
-                out[key] = value
+        out = {"t": "ack", "ref": msg.ref, "status": msg.status._value_}
+        if msg.seq is not None:
+            out["seq"] = msg.seq
+        if msg.code is not None:
+            out["code"] = msg.code
+        if msg.error is not None:
+            out["error"] = msg.error
+        if msg.text is not None:
+            out["text"] = msg.text
+        if msg.time is not None:
+            out["time"] = msg.time
         return out
     if isinstance(msg, PresenceChange):
         return {
@@ -421,8 +474,13 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
     return {"t": "session_ended", "reason": msg.reason, "by": msg.by, "time": msg.time}
 
 
+_packer = msgpack.Packer(use_bin_type=True)
+"""Reused: ``msgpack.packb`` builds a Packer per call. ``pack`` runs in C without
+releasing the GIL and resets the buffer after each object, so sharing it is safe."""
+
+
 def pack(m: Mapping[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(m, use_bin_type=True)
+    data: bytes = _packer.pack(m)
     return data
 
 

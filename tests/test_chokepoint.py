@@ -144,18 +144,22 @@ def test_no_code_path_sends_around_the_choke_point() -> None:
     relay_sources = {p.name: ast.parse(p.read_text()) for p in RELAY_DIR.glob("*.py")}
     server = relay_sources.pop("server.py")
     assert _enclosing_functions(server, "send_bytes") == {"write"}
+    # The coalescing fast path writes frames to the transport only in its ``send``,
+    # which only the connection writer calls.
+    assert _enclosing_functions(server, "_binary_frame") == {"send"}
+    assert _enclosing_functions(server, "send") == {"write"}
     assert not _calls(server, "send_str")
     assert not _calls(server, "send_json")
     assert _enclosing_functions(server, "enqueue") <= {"_apply", "enqueue", "stop", "_ws_handler"}
     assert _enclosing_functions(server, "_apply") == {
-        "deliver",
+        "_deliver_direct",
         "_outbox_worker",
         "_fail_closed",
         "_audit_failed",
     }
     chokepoint = relay_sources["chokepoint.py"]
-    assert _enclosing_functions(chokepoint, "deliver") == {"_submit"}
-    assert _enclosing_functions(chokepoint, "submit") == {"_submit"}
+    assert _enclosing_functions(chokepoint, "deliver") == {"_hand_over"}
+    assert _enclosing_functions(chokepoint, "submit") == {"_hand_over"}
     # The ws handler hands every received frame to the choke point and nothing else.
     handler = next(
         n

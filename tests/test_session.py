@@ -165,3 +165,23 @@ def test_pause_notice_carries_no_content() -> None:
     assert s.state is SessionState.OPEN
     assert out.events[0].kind is EventKind.SESSION_PAUSED
     assert "3.0 s" in (out.events[0].detail or "")
+
+
+def test_class_messages_reach_whoever_is_present_now() -> None:
+    s = new_session()
+    s.join(ALICE, 1, 0, 1.0, None)
+    s.join(L1, 2, 0, 1.0, None)
+
+    def chat_receivers(msg_id: str) -> set[int]:
+        out = s.chat(ALICE, 1, msg_id, Channel.CLASS, "hi", None, 2.0, rule="r", policy_version="v")
+        return {c for d in out.deliveries[1:] for c in d.conns}
+
+    assert chat_receivers("m1") == {2}
+    s.join(L2, 3, 0, 3.0, None)
+    assert chat_receivers("m2") == {2, 3}
+    s.join(L1, 4, 0, 4.0, None)  # l1 reconnects on a new connection
+    assert chat_receivers("m3") == {3, 4}
+    s.leave(L2, 3, 5.0, "gone")
+    assert chat_receivers("m4") == {4}
+    s.join(SAM, 5, 0, 6.0, None)
+    assert chat_receivers("m5") == {4, 5}

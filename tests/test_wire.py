@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -254,3 +256,50 @@ def test_every_limit_is_documented() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
     for f in fields(Limits):
         assert f"`{f.name}`" in doc, f.name
+
+
+def _outcome(decode: Any, data: bytes, limits: Limits) -> tuple[object, ...]:
+    try:
+        return ("decoded", decode(data, limits))
+    except ProtocolError as err:
+        return ("refused", err.code, err.detail, err.ref)
+
+
+def _general(data: bytes, limits: Limits) -> object:
+    return wire._decode_client_checked(wire._unpack_map(data, limits), limits)
+
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize("limits", [L, Limits(max_id_chars=8, max_text_chars=5)])
+def test_the_chat_fast_path_decides_exactly_like_the_general_path(limits: Limits) -> None:
+    """``decode_client`` takes a shortcut for plain chat frames: it must accept exactly
+    what the general path accepts, build the same value, and leave every refusal (code,
+    reason and ref) to the general path."""
+    ids = [_MISSING, None, "m-1", "abcdefghi", "has space", "", "x" * 65, "m\n", 5, ["m"]]
+    channels = [_MISSING, None, "class", "direct", "shout", "CLASS", 1, ["class"], {"a": 1}]
+    texts = [
+        _MISSING, None, "hi", "hello", "hello!", "   ", "a\x00b", "a\x1bb", "a\x85b",
+        "tab\tand\nnew line", "é" * 4001, 7, ["x"],
+    ]  # fmt: skip
+    tos = [_MISSING, None, "learner:l1001", "nobody", "learner:L1", "x" * 80, 3, "learner:a\x01"]
+    extras: list[dict[str, object]] = [{}, {"extra": 1}, {"x": [[[[1]]]]}, {"t2": "a\x00"}]
+    fast = 0
+    for msg_id in ids:
+        for channel in channels:
+            for text in texts:
+                for to in tos:
+                    for extra in extras:
+                        m: dict[str, object] = {"t": "chat"}
+                        for key, value in (
+                            ("id", msg_id), ("channel", channel), ("text", text), ("to", to)
+                        ):  # fmt: skip
+                            if value is not _MISSING:
+                                m[key] = value
+                        m.update(extra)
+                        data = pack(m)
+                        got = _outcome(wire.decode_client, data, limits)
+                        assert got == _outcome(_general, data, limits), m
+                        fast += got[0] == "decoded"
+    assert fast > 0
