@@ -145,7 +145,9 @@ class ChokePoint:
         self.deliverer = deliverer
         self.clock = clock
         self.pins = pin_guard or authz.PinGuard(
-            state.limits.pin_failures_before_lockout, state.limits.lockout_seconds
+            state.limits.pin_failures_before_lockout,
+            state.limits.lockout_seconds,
+            state.limits.pin_failures_per_machine,
         )
 
     # -- the two entry points ------------------------------------------------------------
@@ -446,13 +448,14 @@ class ChokePoint:
 
     async def _check_pin(self, request: authz.JoinRequest, now: float) -> None:
         learner = request.participant.name
-        self.pins.check(learner, now)
+        machine = request.participant.machine
+        self.pins.check(learner, now, machine)
         assert request.pin is not None
         registry = self.state.registry()
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(None, registry.check_learner_pin, learner, request.pin)
         if not ok:
-            self.pins.failed(learner, self.clock())
+            self.pins.failed(learner, self.clock(), machine)
             raise AccessDenied(ErrorCode.BAD_PIN, f"learner '{learner}'")
         self.pins.succeeded(learner)
 

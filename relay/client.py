@@ -439,6 +439,15 @@ class RelayClient:
 
     async def _handle(self, event: ServerMessage, ws: aiohttp.ClientWebSocketResponse) -> None:
         if isinstance(event, Welcome):
+            if event.last_seq < self.last_seq:
+                # The relay's history restarted (the relay was restarted): it replays all
+                # it has, and sequence numbers count from there.
+                log.warning(
+                    "the relay's class history restarted (seq %d < %d)",
+                    event.last_seq,
+                    self.last_seq,
+                )
+                self.last_seq = 0
             self.welcome = event
             self.roster = {p.pid: p for p in event.roster}
             self.hands = set(event.hands)

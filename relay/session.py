@@ -223,7 +223,9 @@ class LiveSession:
             outcome += Outcome(
                 closes=(CloseRequest(previous.conn, ErrorCode.REPLACED, "you joined again"),)
             )
-        replay = self._replay(who.pid, who.role, min(resume_after, self.seq))
+        # A client that saw more than this class has (the relay restarted and its history
+        # with it) gets everything there is: its old sequence numbers mean nothing here.
+        replay = self._replay(who.pid, who.role, resume_after if resume_after <= self.seq else 0)
         welcome = Welcome(
             session=self.info,
             you=participant_info(who),

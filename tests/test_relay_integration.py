@@ -639,3 +639,56 @@ async def test_audit_failure_delivers_nothing(facility: Facility, relay: Relay) 
         assert ack.status is AckStatus.DELIVERED
         texts = [e.text for e in await drain(l1, 0.5) if isinstance(e, ChatEvent)]
         assert texts == ["back to work"]
+
+
+async def test_clients_come_back_after_the_relay_restarts(facility: Facility) -> None:
+    from relay.client import Backoff
+    from relay.server import running_relay
+
+    first = running_relay(facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0))
+    r1 = await first.__aenter__()
+    assert r1.addresses is not None
+    outside, inside = r1.addresses.outside, r1.addresses.inside
+    fast = Backoff(initial=0.1, maximum=0.5)
+    alice = RelayClient(
+        facility.bundle("alice"), "py101", relay_url=r1.addresses.outside_url, backoff=fast
+    )
+    l1 = RelayClient(
+        facility.bundle("pc-01"),
+        "py101",
+        relay_url=r1.addresses.inside_url,
+        learner="l1001",
+        pin=PINS["l1001"],
+        backoff=fast,
+    )
+    await alice.connect()
+    await l1.connect()
+    for i in range(5):
+        assert (await alice.chat(f"before {i}")).status is AckStatus.DELIVERED
+    await drain(l1)
+    await first.__aexit__(None, None, None)
+    async with running_relay(facility.home, outside=outside, inside=inside):
+        ack = await asyncio.wait_for(alice.chat("after the restart"), 20)
+        assert ack.status is AckStatus.DELIVERED
+        texts = [e.text for e in await drain(l1, 1.0) if isinstance(e, ChatEvent)]
+        assert "after the restart" in texts
+        assert alice.reconnects >= 1
+        assert l1.reconnects >= 1
+        await alice.close()
+        await l1.close()
+
+
+async def test_a_machine_guessing_pins_is_stopped(facility: Facility) -> None:
+    from relay.server import running_relay
+
+    facility.set_limits(pin_failures_per_machine=3)
+    async with running_relay(
+        facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0), control=False
+    ) as r:
+        for who in ("l1001", "l1002", "l1003"):
+            err = await refusal_of(learner(facility, r, who, "pc-01", pin="0000"))
+            assert err.code is ErrorCode.BAD_PIN
+        err = await refusal_of(learner(facility, r, "l1001", "pc-01"))
+        assert err.code is ErrorCode.MACHINE_LOCKED
+        async with learner(facility, r, "l1001", "pc-02") as ok:  # other machines still work
+            assert ok.welcome is not None

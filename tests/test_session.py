@@ -185,3 +185,12 @@ def test_class_messages_reach_whoever_is_present_now() -> None:
     assert chat_receivers("m4") == {4}
     s.join(SAM, 5, 0, 6.0, None)
     assert chat_receivers("m5") == {4, 5}
+
+
+def test_a_client_ahead_of_a_restarted_history_gets_everything() -> None:
+    s = new_session()
+    s.join(ALICE, 1, 0, 1.0, None)
+    s.chat(ALICE, 1, "a", Channel.CLASS, "after restart", None, 2.0, rule="r", policy_version="v")
+    out = s.join(L1, 2, 500, 3.0, None)  # l1 had seen seq 500 before the relay restarted
+    texts = [f.text for f in frames_for(out, 2) if isinstance(f, ChatEvent)]
+    assert texts == ["after restart"]
