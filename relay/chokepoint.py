@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from policy.decisions import Block, Kind, Route, Subject
+from policy.decisions import Allow, Block, Kind, Route, Subject
 from policy.engine import PolicyEngine
 from relay import authz, wire
 from relay.audit import AuditEvent, AuditSink, EventKind
@@ -346,8 +346,10 @@ class ChokePoint:
         )
         policy = self.state.policy
         decision = policy.decide(subject)
-        if isinstance(decision, Block):
-            code = ErrorCode.ROUTE_REFUSED if decision.route_refused else ErrorCode.POLICY_BLOCKED
+        if not isinstance(decision, Allow):
+            # Deny by default: anything but an explicit Allow is refused.
+            route = isinstance(decision, Block) and decision.route_refused
+            code = ErrorCode.ROUTE_REFUSED if route else ErrorCode.POLICY_BLOCKED
             return session.refuse(
                 who,
                 conn.id,
@@ -392,7 +394,7 @@ class ChokePoint:
         decision = self.state.policy.decide(
             Subject(kind=Kind.HAND, sender_role=who.role, route=Route.CLASS)
         )
-        if isinstance(decision, Block):
+        if not isinstance(decision, Allow):
             raise AccessDenied(ErrorCode.POLICY_BLOCKED, decision.reason)
         return session.hand(who, conn.id, msg.id, target, msg.raised, now)
 
