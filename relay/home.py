@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from policy.engine import DEFAULT_POLICY_TOML
 from relay import limits as limits_module
 from relay import pki
 from relay.errors import ConfigError, CredentialError
@@ -65,13 +66,6 @@ DEFAULT_INSIDE_BIND = ("127.0.0.1", 8444)
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognised, not bound
-
-DEFAULT_POLICY_TOML = """\
-# Content policy of this facility. See docs/policy.md.
-[routing]
-# Learners may not write direct messages to each other unless this is true.
-learner_to_learner_direct = false
-"""
 
 
 # ---------------------------------------------------------------------------------------
