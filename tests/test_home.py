@@ -267,7 +267,9 @@ def test_init_creates_every_file_private(facility: FacilityHome) -> None:
     for path in files:
         assert _mode(path) == 0o600, path
     assert facility.policy_toml.read_text() == DEFAULT_POLICY_TOML
-    assert tomllib.loads(DEFAULT_POLICY_TOML) == {"routing": {"learner_to_learner_direct": False}}
+    doc = tomllib.loads(DEFAULT_POLICY_TOML)
+    assert doc["routing"] == {"learner_to_learner_direct": False}
+    assert {r["id"] for r in doc["rule"]} >= {"contact.link", "contact.details"}
     assert not facility.ca_key_encrypted()
     assert not any(p.name.endswith(".tmp") for p in facility.root.rglob("*"))
 

@@ -692,3 +692,27 @@ async def test_a_machine_guessing_pins_is_stopped(facility: Facility) -> None:
         assert err.code is ErrorCode.MACHINE_LOCKED
         async with learner(facility, r, "l1001", "pc-02") as ok:  # other machines still work
             assert ok.welcome is not None
+
+
+async def test_contact_details_are_refused_and_never_forwarded(
+    facility: Facility, relay: Relay
+) -> None:
+    async with (
+        learner(facility, relay, "l1001", "pc-01") as l1,
+        learner(facility, relay, "l1002", "pc-02") as l2,
+    ):
+        await drain(l2)
+        ack = await l1.chat("is it for i in range(1, 11): print(i) ?")
+        assert ack.status is AckStatus.DELIVERED
+        secret = "text me: (212) 555-0182"
+        ack = await l1.chat(secret)
+        assert ack.status is AckStatus.REFUSED
+        assert ack.error == "policy_blocked"
+        assert ack.text is not None
+        assert "555" not in ack.text
+        assert "phone" in ack.text
+        seen = [e.text for e in await drain(l2, 0.5) if isinstance(e, ChatEvent)]
+        assert secret not in seen
+        rec = audited(facility, "message.refused", rule="contact.details")
+        assert len(rec) == 1
+        assert rec[0]["content"] == secret
