@@ -554,6 +554,11 @@ class Detectors:
             rf"(?:plus\s+)?{token}(?:(?:{sep}|[\s,:]+{fill_phone}[\s,:]+){token})+"
         )
         self._phone_token = re.compile(token)
+        # Necessary for a phone run: ``min_phone_digits`` digit-like characters, each next
+        # to the following one or separated by at most four separators (see _PHONE_CLASSES).
+        self._phone_shape = re.compile(
+            rb"[0o](?: {0,4}[0o]){" + str(config.min_phone_digits - 1).encode() + rb"}"
+        )
         self._ok_gap = re.compile(r"[\s().\-/·–—‐‑+]*\Z")
         self._spelled_gap = re.compile(r"[\s,.\-]*\Z")
 
@@ -717,7 +722,7 @@ class Detectors:
         words = frozenset(lb.translate(_LETTERS_ONLY).split())
         ndigits = _count_digits(digits.text)
 
-        if words & _TLD_WORDS or b"xn--" in lb or b"/" in lb:
+        if not words.isdisjoint(_TLD_WORDS) or b"xn--" in lb or b"/" in lb:
             full = not words.isdisjoint(_DOT_WORDS) or any(k in lb for k in _DOT_MARKS)
             for hit in self._urls(lt, words, full=full):
                 yield hit, letters
@@ -730,7 +735,10 @@ class Detectors:
         if ndigits >= 4 and _DIGITS3.search(digits.text) is not None:
             for hit in self._phones(views, ndigits):
                 yield hit, digits
-        if ndigits or not words.isdisjoint(_NUMBER_WORDS):
+        # Every address detector needs a digit in the digits view: a house, box or unit
+        # number passes _number_ok only with a digit, ZIP and postcode patterns hold digits,
+        # and every decimal digit of the original and every spelled digit is one there.
+        if ndigits:
             for hit, view in self._addresses(views, words, ndigits):
                 yield hit, view
         if not words.isdisjoint(_SOCIAL_WORDS):
@@ -748,12 +756,12 @@ class Detectors:
         cfg = self.config
         if len(original) < min(cfg.min_hex_chars, cfg.min_entropy_chars):
             return
-        if original.isascii():
-            blob = View(original, skeleton.starts, skeleton.ends)
-        else:
-            blob = _blob_view(original)
-        encoded = _class_switches(blob.text) >= _MIN_CLASS_SWITCHES
-        if encoded or _count_digits(blob.text) * 10 >= cfg.min_hex_chars * 3:
+        non_ascii_blob = None if original.isascii() else _blob_view(original)
+        blob_text = original if non_ascii_blob is None else non_ascii_blob.text
+        encoded = _class_switches(blob_text) >= _MIN_CLASS_SWITCHES
+        if encoded or _count_digits(blob_text) * 10 >= cfg.min_hex_chars * 3:
+            # For ASCII text the view is only built when a blob scan runs.
+            blob = non_ascii_blob or View(original, skeleton.starts, skeleton.ends)
             for hit in self._blobs(blob.text, encoded=encoded):
                 yield hit, blob
 
@@ -869,7 +877,9 @@ class Detectors:
     def _phones(self, views: Views, ndigits: int) -> Iterator[_Hit]:
         text = views.digits.text
         seen: list[tuple[int, int]] = []
-        for m in self._phone_run.finditer(text):
+        shape = text.encode("ascii", "replace").translate(_PHONE_CLASSES)
+        runs = self._phone_run.finditer(text) if self._phone_shape.search(shape) else ()
+        for m in runs:
             hit = self._phone_candidate(views, m.start(), m.end(), split=False)
             if hit is not None:
                 seen.append((hit.start, hit.end))
@@ -887,6 +897,10 @@ class Detectors:
         text = digits_view.text
         original = views.original
         chunk = text[start:end]
+        cfg = self.config
+        # Every digit is one character of the chunk: too short a chunk has too few.
+        if len(chunk) < (10 if split else cfg.min_phone_digits):
+            return None
         plus = chunk.startswith(("+", "plus"))
         # Positions of digit-like characters in the view.
         positions: list[int] = []
@@ -901,7 +915,6 @@ class Detectors:
                     size += 1
             piece_sizes.append(size)
         n = len(positions)
-        cfg = self.config
         if split:
             if pieces < 2 or min(piece_sizes) < 2 or not 10 <= n <= cfg.max_phone_digits:
                 return None
@@ -994,15 +1007,21 @@ class Detectors:
             patterns.append((self._po_box, "address.po_box", True))
         if unit:
             patterns.append((self._unit, "address.unit", False))
-        if zip_code:
-            patterns.append((self._zip, "address.zip", False))
-        for view in (views.letters, views.digits) if patterns else ():
+        zip_pattern = (self._zip, "address.zip", False)
+        for view in (views.letters, views.digits) if patterns or zip_code else ():
             text = view.text
+            # Every ZIP alternative holds five digits in a row: skip the long scan without.
+            if zip_code and _has_five_digits(text):
+                view_patterns = [*patterns, zip_pattern]
+            elif patterns:
+                view_patterns = patterns
+            else:
+                continue
 
             def number_ok(m: re.Match[str], view: View = view) -> bool:
                 return self._number_ok(view, original, m.start("num"), m.end("num"))
 
-            for pattern, detector, check in patterns:
+            for pattern, detector, check in view_patterns:
                 matches = _accepted(pattern, text, number_ok) if check else pattern.finditer(text)
                 for m in matches:
                     yield _Hit(Category.ADDRESS, detector, m.start(), m.end()), view
@@ -1216,15 +1235,36 @@ def _class_switches(text: str) -> int:
 
 
 _DIGITS3 = re.compile(r"[0-9][0-9][0-9]")
+_FIVE_DIGITS = re.compile(r"\d{5}")
+_DIGIT_MARKS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+
+
+def _has_five_digits(text: str) -> bool:
+    """True if ``text`` holds five decimal digits in a row (``\\d{5}``)."""
+    if text.isascii():
+        return b"00000" in text.encode("ascii").translate(_DIGIT_MARKS)
+    return _FIVE_DIGITS.search(text) is not None
+
+
+# The digits view for the phone pre-check: digits "0", the letters a run reads as digits
+# "o", possible separators (whitespace, ``().-/+``, anything non-ASCII, which
+# ``encode("ascii", "replace")`` makes "?") a space, anything else "x".
+_PHONE_CLASSES = bytes(
+    ord("0")
+    if 48 <= i <= 57
+    else ord("o")
+    if chr(i) in "oli|"
+    else ord(" ")
+    if i >= 128 or chr(i).isspace() or chr(i) in "().-/+?"
+    else ord("x")
+    for i in range(256)
+)
 _TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS | {"www", "http", "https", "hxxp"})
 _DOT_WORDS = frozenset({b"dot", b"period", b"point"})
 _DOT_MARKS = (b" .", b"[", b"(", b"{", "。".encode("ascii", "replace"))
 _MAIL_WORDS = frozenset(
     {p.split("\\")[0].encode() for p in MAIL_PROVIDERS}
     | {t.encode() for t in STRONG_TLDS | WEAK_TLDS}
-)
-_NUMBER_WORDS = frozenset(
-    b"zero one two three four five six seven eight nine oh box pob postcode".split()
 )
 _AMBIGUOUS_WORDS = frozenset(
     b"signal snap sc ig fb messenger x line xbox psn steam skype viber".split()

@@ -299,6 +299,8 @@ def _apply(view: View, edits: Iterable[Edit]) -> View:
     Unchanged stretches are copied as tuple slices, so the cost is in the number of edits,
     not the length of the text. Pieces keep the span map monotonic because they are in order.
     """
+    if isinstance(edits, list) and len(edits) <= 8:
+        return _apply_few(view, edits)
     text, vs, ve = view.text, view.starts, view.ends
     parts: list[str] = []
     starts: list[tuple[int, ...]] = []
@@ -323,6 +325,50 @@ def _apply(view: View, edits: Iterable[Edit]) -> View:
     starts.append(vs[pos:])
     ends.append(ve[pos:])
     return View("".join(parts), _concat(starts), _concat(ends))
+
+
+def _apply_few(view: View, edits: list[Edit]) -> View:
+    """:func:`_apply` for a few edits: growing tuples is cheapest then (each ``+=`` copies,
+    so the number of concatenations stays bounded: two per edit)."""
+    text, vs, ve = view.text, view.starts, view.ends
+    parts: list[str] = []
+    starts: tuple[int, ...] = ()
+    ends: tuple[int, ...] = ()
+    pos = 0
+    for a, b, pieces in edits:
+        parts.append(text[pos:a])
+        starts += vs[pos:a]
+        ends += ve[pos:a]
+        if len(pieces) == 1:
+            out, pa, pb = pieces[0]
+            parts.append(out)
+            k = len(out)
+            if k == pb - pa:
+                starts += vs[pa:pb]
+                ends += ve[pa:pb]
+            else:
+                starts += (vs[pa],) * k
+                ends += (ve[pb - 1],) * k
+        elif pieces:
+            # Many pieces (a joined run): one concatenation per edit keeps this linear.
+            piece_starts: list[tuple[int, ...]] = []
+            piece_ends: list[tuple[int, ...]] = []
+            for out, pa, pb in pieces:
+                parts.append(out)
+                k = len(out)
+                if k == pb - pa:
+                    piece_starts.append(vs[pa:pb])
+                    piece_ends.append(ve[pa:pb])
+                else:
+                    piece_starts.append((vs[pa],) * k)
+                    piece_ends.append((ve[pb - 1],) * k)
+            starts += _concat(piece_starts)
+            ends += _concat(piece_ends)
+        pos = b
+    if not parts:
+        return view
+    parts.append(text[pos:])
+    return View("".join(parts), starts + vs[pos:], ends + ve[pos:])
 
 
 def _concat(chunks: list[tuple[int, ...]]) -> tuple[int, ...]:
@@ -434,7 +480,8 @@ _DIGIT_WORDS = {
 }
 _WORD_ALT = "|".join(_DIGIT_WORDS)
 # A whole word made of digit words: "five", "fiveone" (not "someone", not "none").
-_NUMBER_WORD = re.compile(rf"\b(?:{_WORD_ALT})+\b")
+# The lookahead lists the first letters of the digit words, so the engine can skip ahead.
+_NUMBER_WORD = re.compile(rf"(?=[zotfsen])\b(?:{_WORD_ALT})+\b")
 _ONE_WORD = re.compile(_WORD_ALT)
 _SEP_CLASS = r"[\s.\-/\\(),_*~:;'\"]"
 _SEP_CHARS = frozenset(" \t\n\r\f\v.-/\\(),_*~:;'\"")
@@ -448,17 +495,23 @@ _BETWEEN_DIGITS = re.compile(
 )
 
 
-def _number_words(view: View) -> View:
-    """``five`` -> ``5``; ``fiveone`` -> ``51`` (each digit maps to its word's span)."""
+def _number_words(view: View, start: int = 0) -> View:
+    """``five`` -> ``5``; ``fiveone`` -> ``51`` (each digit maps to its word's span).
+
+    ``start``: no digit word begins before this index (see :func:`_hints`)."""
     text = view.text
     edits: list[Edit] = []
-    for m in _NUMBER_WORD.finditer(text):
-        base = m.start()
+    for m in _NUMBER_WORD.finditer(text, start):
+        base, end = m.span()
+        digit = _DIGIT_WORDS.get(m.group())
+        if digit is not None:  # one word, the usual case
+            edits.append((base, end, [(digit, base, end)]))
+            continue
         pieces = [
             (_DIGIT_WORDS[w.group()], base + w.start(), base + w.end())
             for w in _ONE_WORD.finditer(m.group())
         ]
-        edits.append((m.start(), m.end(), pieces))
+        edits.append((base, end, pieces))
     return _apply(view, edits)
 
 
@@ -527,17 +580,28 @@ _CLASSES = _table(
     | dict.fromkeys(b"@$|!", ord("!")),
     ord(" "),
 )
-# Letters, digits and "?" (maybe a non-ASCII letter) as "a", else a space: "a" tokens are
-# the single characters.
-_ALNUM = _table(dict.fromkeys([*_LETTER_CODES, *_DIGIT_CODES, ord("?")], ord("a")), ord(" "))
+# Letters and digits as "a", "?" (a non-ASCII character: maybe a letter, maybe a
+# separator) kept, anything else a space.
+_ALNUM = _table(
+    dict.fromkeys([*_LETTER_CODES, *_DIGIT_CODES], ord("a")) | {ord("?"): ord("?")}, ord(" ")
+)
+_ALNUM_ASCII = _table(dict.fromkeys([*_LETTER_CODES, *_DIGIT_CODES], ord("a")), ord(" "))
+# Three single characters separated by one to three separators (what ``_SINGLES`` needs),
+# "?" counting as either a character or a separator; the ASCII form (on space-padded
+# text) starts with a literal, which the regex engine finds fast.
+_THREE_SINGLES = re.compile(rb"(?<!a)[a?][ ?]{1,3}[a?][ ?]{1,3}[a?](?!a)")
+_THREE_SINGLES_ASCII = re.compile(rb" a {1,3}a {1,3}a(?!a)")
+# A leet symbol with a token character on both sides (only such symbols are folded).
+_INNER_SYMBOL = re.compile(rb"!(?<=[a0!]!)[a0!]")
 # Letters kept, everything else a space: the words.
 _WORDS = _table({i: i for i in _LETTER_CODES}, ord(" "))
 # A word (in the letters-only, space-padded text) that starts with a digit word: "one",
 # "fiveone", "sevens" (not "someone", not "through"). Starts with a literal: fast to scan.
 _DIGIT_WORD_START = re.compile(rb" (?:" + _WORD_ALT.encode() + rb")")
 
-Hints = tuple[bool, bool, bool, bool, bool, bool]
-"""Which steps can change a text: singles, leet, digits, number words, oh, repeats."""
+Hints = tuple[bool, bool, bool, int, bool, bool]
+"""Which steps can change a text: singles, leet, digits, number words (the index of the
+first possible digit word, -1 if none), oh, repeats."""
 
 
 def _hints(skeleton: str) -> Hints:
@@ -551,15 +615,30 @@ def _hints(skeleton: str) -> Hints:
     raw = skeleton.encode("ascii", "replace")
     classes = raw.translate(_CLASSES)
     words = b" " + raw.translate(_WORDS) + b" "
-    # Three single characters make " a a a " here, which holds " a " twice.
-    singles = (b" " + raw.translate(_ALNUM) + b" ").count(b" a ") >= 2
+    if skeleton.isascii():
+        singles = _THREE_SINGLES_ASCII.search(b" " + raw.translate(_ALNUM_ASCII)) is not None
+    else:
+        singles = _THREE_SINGLES.search(raw.translate(_ALNUM)) is not None
+    digits = b"0" in classes
+    # The match is the space before the word: index i of ``words`` is index i - 1 of the
+    # skeleton, so the word starts at the match's index. A digit word after a word
+    # boundary of the skeleton always shows here, so none starts earlier.
+    first_word = _DIGIT_WORD_START.search(words)
+    number_words = first_word.start() if first_word is not None else -1
+    # A token that folds holds a digit next to a letter, or else a leet symbol inside it
+    # (a digit reaches the token's letter through letters and digits, or through a symbol).
+    leet = (digits and (b"a0" in classes or b"0a" in classes)) or (
+        _INNER_SYMBOL.search(classes) is not None
+    )
+    # "oh" and "double" only matter next to digits (see _digits_view).
+    numeric = digits or number_words >= 0
     return (
         singles,
-        b"a0" in classes or b"0a" in classes or b"a!" in classes or b"!a" in classes,
-        b"0" in classes,
-        _DIGIT_WORD_START.search(words) is not None,
-        b" oh " in words or b" o " in words,
-        b" double " in words or b" triple " in words or b" treble " in words,
+        leet,
+        digits,
+        number_words,
+        numeric and (b" oh " in words or b" o " in words),
+        numeric and (b" double " in words or b" triple " in words or b" treble " in words),
     )
 
 
@@ -580,7 +659,7 @@ def _digits_view(skeleton: View, hints: Hints) -> View:
     Letters elsewhere stay (lower-case) so detectors see the context (``call 5551212``).
     """
     _, _, digits, words, oh, repeats = hints
-    view = _number_words(skeleton) if words else skeleton
+    view = _number_words(skeleton, words) if words >= 0 else skeleton
     has_digits = digits or view is not skeleton
     if has_digits and oh:
         view = _oh_as_zero(view)
