@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import io
 import json
 import math
 import os
@@ -307,15 +306,12 @@ def build_facility(root: Path, learners: int) -> Facility:
     home_dir = root / "facility"
     bundles = root / "bundles"
     bundles.mkdir()
-    out, err = io.StringIO(), io.StringIO()
 
     def admin(*args: str) -> None:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["--home", str(home_dir), *args])
+        code, _, err = cli.run_captured(home_dir, *args)
         if code != 0:
             raise BenchError(
-                f"set-up failed: classroom-relay {' '.join(args)} exited with {code}: "
-                f"{err.getvalue().strip()}"
+                f"set-up failed: classroom-relay {' '.join(args)} exited with {code}: {err.strip()}"
             )
 
     admin("init", "--no-passphrase", "--facility", "Benchmark Facility")

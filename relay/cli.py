@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import datetime as dt
 import getpass
+import io
 import json
 import os
 import re
@@ -44,6 +45,7 @@ from relay.home import (
 from relay.identity import NAME_RULE, Listener, Role, valid_name
 from relay.registry import (
     PIN_RULE,
+    LearnerRecord,
     PrincipalRecord,
     PrincipalStatus,
     RegistryStore,
@@ -398,6 +400,15 @@ def cmd_enroll(args: argparse.Namespace, home: FacilityHome) -> int:
     return 0
 
 
+def _learner_json(x: LearnerRecord) -> dict[str, object]:
+    return {
+        "id": x.id,
+        "name": x.display_name,
+        "status": "active",
+        "added_at": utc_text(x.added_at),
+    }
+
+
 def _principal_json(p: PrincipalRecord) -> dict[str, Any]:
     return {
         "name": p.name,
@@ -423,15 +434,7 @@ def cmd_registry_list(args: argparse.Namespace, home: FacilityHome) -> int:
         _print_json(
             {
                 "principals": [_principal_json(p) for p in principals],
-                "learners": [
-                    {
-                        "id": x.id,
-                        "name": x.display_name,
-                        "status": "active",
-                        "added_at": utc_text(x.added_at),
-                    }
-                    for x in learners
-                ],
+                "learners": [_learner_json(x) for x in learners],
             }
         )
         return 0
@@ -506,17 +509,7 @@ def cmd_learner_list(args: argparse.Namespace, home: FacilityHome) -> int:
     home.require()
     learners = sorted(RegistryStore(home).load().learners.values(), key=lambda x: x.id)
     if args.json:
-        _print_json(
-            [
-                {
-                    "id": x.id,
-                    "name": x.display_name,
-                    "status": "active",
-                    "added_at": utc_text(x.added_at),
-                }
-                for x in learners
-            ]
-        )
+        _print_json([_learner_json(x) for x in learners])
         return 0
     rows = [[x.id, x.display_name, "active", _local(x.added_at)] for x in learners]
     _say(_table(["ID", "NAME", "STATUS", "ADDED"], rows))
@@ -952,6 +945,18 @@ def _bench_args(argv: list[str]) -> list[str] | None:
     if i < len(argv) and argv[i] == "bench":
         return argv[i + 1 :]
     return None
+
+
+def run_captured(home: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``classroom-relay --home HOME ARGS...`` in this process, capturing its output.
+
+    Returns the exit code, standard output and standard error. Used to build facilities
+    for the demo, the benchmarks and the tests with the real admin commands.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--home", str(home), *args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import io
 import shutil
 import sys
 import tempfile
@@ -62,14 +61,10 @@ class Transcript:
 
 
 def _admin(home: Path, *args: str) -> str:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(["--home", str(home), *args])
+    code, out, err = cli.run_captured(home, *args)
     if code != 0:
-        raise RelayError(
-            f"demo set-up step 'classroom-relay {' '.join(args)}' failed: {err.getvalue()}"
-        )
-    return out.getvalue()
+        raise RelayError(f"demo set-up step 'classroom-relay {' '.join(args)}' failed: {err}")
+    return out
 
 
 def _iso(when: dt.datetime) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import shutil
 import tempfile
@@ -37,10 +35,7 @@ class Facility:
         return FacilityHome(self.root / "fac")
 
     def admin(self, *args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["--home", str(self.home.root), *args])
-        return code, out.getvalue(), err.getvalue()
+        return cli.run_captured(self.home.root, *args)
 
     def must(self, *args: str) -> str:
         code, out, err = self.admin(*args)
