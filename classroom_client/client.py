@@ -119,10 +119,14 @@ def check_class_id(session: str) -> str:
     return session
 
 
-def new_relay_client(bundle_path: Path, session: str, **options: Any) -> RelayClient:
-    """A :class:`RelayClient` whose setup errors are :class:`ClientError` too."""
+def join_class(bundle_path: Path, session: str, **options: Any) -> Joining:
+    """Join class ``session`` with a :class:`RelayClient` (``options`` are its keywords).
+
+    The class id is checked first; setup errors are :class:`ClientError` too.
+    """
+    session = check_class_id(session)
     try:
-        return RelayClient(bundle_path, session, **options)
+        return Joining(RelayClient(bundle_path, session, **options))
     except CredentialError as exc:
         raise ClientError(str(exc)) from exc
 
@@ -222,17 +226,15 @@ class ClassroomClient:
         self, session: str, *, reconnect: bool = True, backoff: Backoff | None = None
     ) -> Joining:
         """Join class ``session`` as this learner (see :class:`Joining`)."""
-        return Joining(
-            new_relay_client(
-                self.bundle_path,
-                check_class_id(session),
-                relay_url=self.relay_url,
-                learner=self.learner,
-                pin=self._pin,
-                reconnect=reconnect,
-                backoff=backoff,
-                client_name=self.client_name,
-            )
+        return join_class(
+            self.bundle_path,
+            session,
+            relay_url=self.relay_url,
+            learner=self.learner,
+            pin=self._pin,
+            reconnect=reconnect,
+            backoff=backoff,
+            client_name=self.client_name,
         )
 
 
@@ -242,6 +244,6 @@ __all__ = [
     "Joining",
     "check_class_id",
     "check_relay_address",
-    "new_relay_client",
+    "join_class",
     "open_bundle",
 ]

@@ -20,9 +20,8 @@ from pathlib import Path
 
 from classroom_client.client import (
     Joining,
-    check_class_id,
     check_relay_address,
-    new_relay_client,
+    join_class,
     open_bundle,
 )
 from relay.bundle import Bundle
@@ -77,15 +76,13 @@ class InstructorConsole:
         self, session: str, *, reconnect: bool = True, backoff: Backoff | None = None
     ) -> Joining:
         """Join class ``session`` (see :class:`classroom_client.client.Joining`)."""
-        return Joining(
-            new_relay_client(
-                self.bundle_path,
-                check_class_id(session),
-                relay_url=self.relay_url,
-                reconnect=reconnect,
-                backoff=backoff,
-                client_name=self.client_name,
-            )
+        return join_class(
+            self.bundle_path,
+            session,
+            relay_url=self.relay_url,
+            reconnect=reconnect,
+            backoff=backoff,
+            client_name=self.client_name,
         )
 
 

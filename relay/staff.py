@@ -9,6 +9,7 @@ session end --bundle``) reuse the clients' terminal front end for output and exi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from classroom_client.cli import (
@@ -20,9 +21,8 @@ from classroom_client.cli import (
 )
 from classroom_client.client import (
     Joining,
-    check_class_id,
     check_relay_address,
-    new_relay_client,
+    join_class,
     open_bundle,
 )
 from relay.client import RelayClient
@@ -38,42 +38,46 @@ END_WAIT_S = 10.0
 def join_as_staff(bundle: Path, relay_url: str | None, session: str) -> Joining:
     """Join ``session`` as an observer with a staff bundle (checked before connecting)."""
     open_bundle(bundle, Role.STAFF, f"{PROG} (staff tools)")
-    return Joining(
-        new_relay_client(
-            bundle,
-            check_class_id(session),
-            relay_url=check_relay_address(relay_url) if relay_url is not None else None,
-            client_name=CLIENT_NAME,
-        )
+    return join_class(
+        bundle,
+        session,
+        relay_url=check_relay_address(relay_url) if relay_url is not None else None,
+        client_name=CLIENT_NAME,
     )
 
 
-def watch(bundle: Path, relay_url: str | None, session: str, opts: ListenOptions) -> int:
-    """Print the class as it happens (and its history); exit codes as the clients'."""
-    term = Terminal(PROG)
+def _run_as_staff(
+    term: Terminal,
+    bundle: Path,
+    relay_url: str | None,
+    session: str,
+    body: Callable[[RelayClient], Awaitable[Exit]],
+) -> int:
+    """Join ``session`` as staff, run ``body``, leave; exit codes as the clients'."""
     try:
         joining = join_as_staff(bundle, relay_url, session)
     except RelayError as exc:
         term.problem(exc)
         return int(Exit.FAILED)
-
-    async def body(client: RelayClient) -> Exit:
-        return await do_listen(client, term, opts)
-
     try:
         return int(asyncio.run(run_joined(term, joining, body)))
     except KeyboardInterrupt:
         return int(Exit.INTERRUPTED)
 
 
+def watch(bundle: Path, relay_url: str | None, session: str, opts: ListenOptions) -> int:
+    """Print the class as it happens (and its history)."""
+    term = Terminal(PROG)
+
+    async def body(client: RelayClient) -> Exit:
+        return await do_listen(client, term, opts)
+
+    return _run_as_staff(term, bundle, relay_url, session, body)
+
+
 def end_class(bundle: Path, relay_url: str | None, session: str, reason: str) -> int:
     """End ``session`` for everyone, as the staff member the bundle names."""
     term = Terminal(PROG)
-    try:
-        joining = join_as_staff(bundle, relay_url, session)
-    except RelayError as exc:
-        term.problem(exc)
-        return int(Exit.FAILED)
 
     async def body(client: RelayClient) -> Exit:
         ack = await asyncio.wait_for(client.end_session(reason), END_WAIT_S)
@@ -87,4 +91,4 @@ def end_class(bundle: Path, relay_url: str | None, session: str, reason: str) ->
         term.error(f"the relay accepted the request but class {session} did not report ending")
         return Exit.FAILED
 
-    return int(asyncio.run(run_joined(term, joining, body)))
+    return _run_as_staff(term, bundle, relay_url, session, body)
