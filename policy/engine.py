@@ -99,10 +99,6 @@ class ContentPolicy:
         return Block(rule=rule.id, reason=f"{rule.reason} ({categories})")
 
 
-RoutingPolicy = ContentPolicy
-"""The engine's former name (routing rules only)."""
-
-
 def _version_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
