@@ -525,6 +525,16 @@ class RegistryStore:
 
     # -- changing --------------------------------------------------------------------
 
+    def _write_principal(self, snap: RegistrySnapshot, record: PrincipalRecord) -> None:
+        """Write ``snap`` with ``record`` added or replaced (under the lock)."""
+        principals = {**snap.principals, record.name: record}
+        self._write(_frozen_snapshot(principals, dict(snap.learners)))
+
+    def _write_learner(self, snap: RegistrySnapshot, record: LearnerRecord) -> None:
+        """Write ``snap`` with ``record`` added or replaced (under the lock)."""
+        learners = {**snap.learners, record.id: record}
+        self._write(_frozen_snapshot(dict(snap.principals), learners))
+
     def _write(self, snapshot: RegistrySnapshot) -> None:
         atomic_write(self.path, encode_registry(snapshot).encode("utf-8"))
         self._cached = None
@@ -573,9 +583,7 @@ class RegistryStore:
                     revoked_reason=None,
                     revoked_at=None,
                 )
-            principals = dict(snap.principals)
-            principals[name] = record
-            self._write(_frozen_snapshot(principals, dict(snap.learners)))
+            self._write_principal(snap, record)
             return record
 
     def revoke(
@@ -602,9 +610,7 @@ class RegistryStore:
                 revoked_reason=reason,
                 revoked_at=when,
             )
-            principals = dict(snap.principals)
-            principals[name] = record
-            self._write(_frozen_snapshot(principals, dict(snap.learners)))
+            self._write_principal(snap, record)
             return record
 
     def add_learner(
@@ -624,9 +630,7 @@ class RegistryStore:
             record = LearnerRecord(
                 id=learner_id, pin_hash=pin_hash, display_name=shown, added_at=now
             )
-            learners = dict(snap.learners)
-            learners[learner_id] = record
-            self._write(_frozen_snapshot(dict(snap.principals), learners))
+            self._write_learner(snap, record)
             return record
 
     def remove_learner(self, learner_id: str) -> LearnerRecord:
@@ -654,9 +658,7 @@ class RegistryStore:
                     "add it with 'classroom-relay learner add'"
                 )
             record = replace(existing, pin_hash=pin_hash)
-            learners = dict(snap.learners)
-            learners[learner_id] = record
-            self._write(_frozen_snapshot(dict(snap.principals), learners))
+            self._write_learner(snap, record)
             return record
 
 
