@@ -404,9 +404,8 @@ class ChokePoint:
             await self._protocol_error(conn, err, now)
             return
         try:
-            if self.state.sessions.get(hello.session) is not None and (
-                self.state.sessions[hello.session].state is SessionState.ENDED
-            ):
+            live = self.state.sessions.get(hello.session)
+            if live is not None and live.state is SessionState.ENDED:
                 raise AccessDenied(ErrorCode.SESSION_ENDED, f"class '{hello.session}'")
             request = authz.check_join(
                 conn.ident,
