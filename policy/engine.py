@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from policy.decisions import Allow, Block, Decision, Kind, Route, Subject
+from policy.decisions import Action, Allow, Block, Decision, Kind, Route, Subject
 from policy.detectors import (
     DEFAULT_ALLOWED_DOMAINS,
     Category,
@@ -25,7 +25,7 @@ from policy.detectors import (
     LexiconTerm,
 )
 from policy.normalize import normalise
-from policy.rules import Action, Rule, judge
+from policy.rules import Rule, judge
 from relay.errors import ConfigError
 from relay.identity import ParticipantRole
 

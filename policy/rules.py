@@ -1,38 +1,20 @@
 """From findings to one decision: the facility's content rules. Pure.
 
-A rule says what to do (an :class:`Action`) when a detector finds content of some
-categories, optionally only for some sender roles, routes and message kinds. For each
-finding the first rule that applies decides its action; the message then gets the most
+A rule says what to do (a :class:`policy.decisions.Action`) when a detector finds content
+of some categories, optionally only for some sender roles, routes and message kinds. For
+each finding the first rule that applies decides its action; the message then gets the most
 severe action of all its findings (block > hold > redact > alert > allow). Redaction
 replaces each redacted span of the original text with ``[redacted:CATEGORY]``.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from policy.decisions import Kind, Route, Subject
+from policy.decisions import Action, Kind, Route, Subject
 from policy.detectors import Category, Finding
 from relay.identity import ParticipantRole
-
-
-class Action(enum.Enum):
-    """What a rule does with a message, in increasing severity."""
-
-    ALLOW = "allow"
-    ALERT = "alert"
-    REDACT = "redact"
-    HOLD = "hold"
-    BLOCK = "block"
-
-    @property
-    def severity(self) -> int:
-        return _SEVERITY[self]
-
-
-_SEVERITY = {a: i for i, a in enumerate(Action)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.decisions import Kind, Route, Subject
+from policy.decisions import Action, Kind, Route, Subject
 from policy.detectors import Category, Finding
-from policy.rules import Action, Rule, judge, redact
+from policy.rules import Rule, judge, redact
 from relay.identity import ParticipantRole as R
 
 TEXT = "call 555 0134 or mail jo@mail.test, burner phone"
