@@ -16,19 +16,21 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
+from policy.decisions import Kind, Route
 from relay import pki
 from relay.bundle import Bundle, write_bundle
-from relay.errors import ControlError, CredentialError, RelayError
+from relay.errors import ConfigError, ControlError, CredentialError, RelayError
 from relay.home import (
     DEFAULT_INSIDE_BIND,
     DEFAULT_OUTSIDE_BIND,
     DEFAULT_SERVER_NAMES,
+    HOME_ENV,
     FacilityHome,
     check_can_init,
     check_names_cover_url,
@@ -42,7 +44,7 @@ from relay.home import (
     url_host,
     utc_text,
 )
-from relay.identity import NAME_RULE, Listener, Role, valid_name
+from relay.identity import NAME_RULE, Listener, ParticipantRole, Role, valid_name
 from relay.registry import (
     PIN_RULE,
     LearnerRecord,
@@ -751,6 +753,86 @@ def cmd_demo(args: argparse.Namespace, home: FacilityHome) -> int:
     return demo_main(ns)
 
 
+def _choices(enum_type: Any) -> list[str]:
+    return [x.value for x in enum_type]
+
+
+def cmd_policy_test(args: argparse.Namespace, home: FacilityHome) -> int:
+    from relay.policy_tools import choose_policy, decide_lines
+
+    home_given = bool(args.home or os.environ.get(HOME_ENV))
+    policy_file = Path(args.policy) if args.policy else None
+    chosen = choose_policy(policy_file, home, home_given=home_given)
+    _note(f"deciding with {chosen.describe()}")
+    if args.text is not None:
+        lines: Iterable[str] = args.text
+    else:
+        with contextlib.suppress(AttributeError, ValueError):
+            sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
+        if sys.stdin.isatty():
+            _note("type one message per line; end with Ctrl-D")
+        lines = iter(sys.stdin.readline, "")
+    for line in decide_lines(
+        chosen.policy,
+        lines,
+        kind=Kind(args.kind),
+        role=ParticipantRole(args.role),
+        route=Route(args.channel),
+        as_json=args.json,
+    ):
+        _say(line)
+    return 0
+
+
+def _since(text: str) -> dt.datetime:
+    """``--since``: a duration back from now (``2h``, ``1d``) or a time (``parse_time``)."""
+    if re.fullmatch(r"(\d{1,6}[wdhms])+", text.strip().lower()):
+        return dt.datetime.now(dt.UTC) - parse_duration(text)
+    return parse_time(text)
+
+
+def cmd_policy_replay(args: argparse.Namespace, home: FacilityHome) -> int:
+    from policy.engine import load_policy
+    from relay.policy_tools import (
+        AuditLogReader,
+        ChosenPolicy,
+        ReplayCount,
+        difference_line,
+        replay,
+        replay_summary,
+    )
+
+    if args.session is None and args.since is None:
+        raise UsageError(
+            "say which messages to replay: --session ID (one class), --since TIME "
+            "(e.g. --since 2h or --since 2026-05-12T14:00), or both"
+        )
+    session = _check_name(args.session, "class id") if args.session is not None else None
+    since = _since(args.since).timestamp() if args.since is not None else None
+    home.require()
+    path = Path(args.policy)
+    chosen = ChosenPolicy(load_policy(path), str(path))
+    reader = AuditLogReader(home)
+    if not reader.exists():
+        _say(
+            f"There is no audit log yet ({reader.path} does not exist): the relay writes it "
+            "when it first runs. Nothing to replay."
+        )
+        return 0
+    count = ReplayCount()
+    try:
+        for diff in replay(chosen.policy, reader.messages(session=session, since=since), count):
+            _say(difference_line(diff, as_json=args.json))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit log {reader.path}: {exc}") from None
+    summary = replay_summary(count, chosen, reader.unreadable)
+    if args.json:
+        _note(summary)
+    else:
+        _say(summary)
+    return 0
+
+
 def run_bench(argv_rest: list[str]) -> int:
     from relay.bench import main as bench_main
 
@@ -926,6 +1008,71 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sub, "demo", cmd_demo, "run a self-contained demonstration")
     p.add_argument("--headless", action="store_true", help="no browser windows")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
+    policy = group("policy", "try the content policy on sample text and on recorded messages")
+    p = leaf(
+        policy,
+        "test",
+        cmd_policy_test,
+        "show the policy's decision for each line of text (from --text or standard input)",
+        epilog="Without --policy the facility home's policy.toml is used; when no home is "
+        "named (--home, $CLASSROOM_RELAY_HOME) and there is none at ./facility, the built-in "
+        "default policy. A direct message (--channel direct) goes to the instructor when a "
+        "learner or staff member sends it, and to a learner when the instructor sends it. "
+        "Exit 0 when every line was decided, whatever the decisions; 2 when the policy "
+        "file is invalid.",
+    )
+    p.add_argument("--policy", metavar="FILE", help="the policy file to try (default: see below)")
+    p.add_argument(
+        "--role",
+        choices=_choices(ParticipantRole),
+        default=ParticipantRole.LEARNER.value,
+        help="the sender's role (default learner)",
+    )
+    p.add_argument(
+        "--channel",
+        choices=_choices(Route),
+        default=Route.CLASS.value,
+        help="the whole class, or a direct message (default class)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=[k.value for k in Kind if k not in (Kind.HAND, Kind.CONTROL)],
+        default=Kind.CHAT.value,
+        help="what the text is (default chat)",
+    )
+    p.add_argument(
+        "--text",
+        action="append",
+        metavar="TEXT",
+        help="decide this text (repeatable); without it, every line of standard input",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: action, rule, rules, categories, spans ([start, end] "
+        "in characters), reason, text, and redacted for a redaction",
+    )
+    p = leaf(
+        policy,
+        "replay",
+        cmd_policy_replay,
+        "re-decide recorded messages with a new policy file and show those decided differently",
+        epilog="Reads the messages in the facility's audit log (their content, sender, channel "
+        "and recipient) and asks the new policy about each. A message counts as decided "
+        "differently when the action changes, or when the rule behind a refusal, redaction, "
+        "hold or alert changes. Shows the content: run it as the administrator on the relay "
+        "host. When there is no audit log yet it says so and exits 0.",
+    )
+    p.add_argument("--policy", required=True, metavar="NEW.toml", help="the policy file to try")
+    p.add_argument("--session", metavar="ID", help="only the messages of this class")
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only messages since TIME: a duration back from now (2h, 1d, 30m) or a time "
+        "(2026-05-12T14:00, local if no offset)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per message")
 
     sub.add_parser("bench", help="run benchmarks (arguments go to the benchmark tool)")
     return parser
