@@ -122,13 +122,6 @@ _NOUNS = {
 }
 
 
-def _pace(rate: float) -> str:
-    every = 1 / rate
-    if rate < 1 and abs(every - round(every)) < 1e-9:
-        return f"1 every {round(every)} seconds"
-    return f"{rate:g} per second"
-
-
 @dataclass(frozen=True, slots=True)
 class Refuse:
     """Refuse the message; nothing was taken. ``retry_after_s``: when both buckets would
@@ -155,7 +148,7 @@ class Refuse:
         if self.rate <= 0:
             return f"{who} sending {what} too fast; wait {wait} s"
         burst = f" ({self.burst} at once)" if self.scope is RateScope.PERSON and self.burst else ""
-        return f"{who} sending {what} faster than {_pace(self.rate)}{burst}; wait {wait} s"
+        return f"{who} sending {what} faster than {self.rate:g} per second{burst}; wait {wait} s"
 
 
 RateVerdict = Pass | Delay | Refuse

@@ -275,7 +275,7 @@ def test_reasons_say_how_fast_and_how_long_to_wait() -> None:
     hand = send(limiter, 5, now=0.0, kind=Kind.HAND)[-1]
     assert isinstance(hand, Refuse)
     assert hand.reason == (
-        "you are sending hand signals faster than 1 every 2 seconds (4 at once); wait 2 s"
+        "you are sending hand signals faster than 0.5 per second (4 at once); wait 2 s"
     )
     assert Refuse(2.5, RateScope.PERSON).reason == "you are sending messages too fast; wait 3 s"
 
