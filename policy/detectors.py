@@ -90,6 +90,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import Any
 
 import phonenumbers
 
@@ -361,6 +362,23 @@ _FILL_PHONE_WORD = (
 def _fills(word: str, limit: int) -> str:
     """Up to ``limit`` filler words separated by spaces or commas."""
     return rf"(?:{word}(?:[\s,]+{word}){{0,{max(limit - 1, 0)}}})"
+
+
+def _literal_trie(words: Iterable[str]) -> str:
+    """A regex matching exactly ``words`` (literals), with common prefixes shared
+    (``kill(?:h(?:er|im)|you)``): a search tries far fewer branches than ``a|b|c``."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + emit(sub) if ch else "" for ch, sub in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(root) if root else "(?!)"
 
 
 def shannon_entropy(text: str) -> float:
@@ -639,7 +657,7 @@ class Detectors:
             joined.add("".join(pieces[-1:] + pieces[:-1]).encode())
         self._term_hints = frozenset(hints)
         self._joined_hints = (
-            re.compile("|".join(sorted(j.decode() for j in joined))) if joined else None
+            re.compile(_literal_trie(j.decode() for j in joined)) if joined else None
         )
         if config.do_not_contact:
             name_sep = rf"(?:[\s._-]*|\s*,\s*|\s+(?:dot|underscore)\s+|[\s,]+{fills}[\s,]+)"

@@ -85,3 +85,17 @@ def test_detector_pre_checks_never_hide_a_finding(
     slow._phone_shape = re.compile(rb"")
     monkeypatch.setattr(detectors, "_has_five_digits", lambda _text: True)
     assert slow.find(_forced_views(text)) == expected
+
+
+def test_the_joined_hint_trie_finds_what_the_alternation_finds() -> None:
+    rng = random.Random(5)
+    words = ["killyou", "killhim", "killmyself", "kill", "selfharm", "snitches", "a.b", "x"]
+    trie = re.compile(detectors._literal_trie(words))
+    flat = re.compile("|".join(re.escape(w) for w in words))
+    assert trie.pattern.startswith("(?:")
+    alphabet = "kilyoumhsefar.bx "
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        assert (trie.search(text) is None) == (flat.search(text) is None), text
+        assert bool(trie.fullmatch(text)) == (text in words), text
+    assert re.compile(detectors._literal_trie([])).search("anything") is None
