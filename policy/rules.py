@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from policy.decisions import Action, Kind, Route, Subject
+from policy.decisions import Action, Hit, Kind, Route, Subject
 from policy.detectors import Category, Finding
 from relay.identity import ParticipantRole
 
@@ -100,13 +100,28 @@ def redact(text: str, matches: Iterable[Match]) -> str:
     Overlapping or touching spans are merged; the merged span is labelled with the
     category of its first finding.
     """
-    spans = sorted(
-        (m.finding.start, m.finding.end, m.finding.category.value)
-        for m in matches
-        if m.rule.action is Action.REDACT
+    return _redact_spans(
+        text,
+        (
+            (m.finding.start, m.finding.end, m.finding.category.value)
+            for m in matches
+            if m.rule.action is Action.REDACT
+        ),
     )
+
+
+def redact_hits(text: str, hits: Iterable[Hit]) -> str:
+    """Like :func:`redact`, from a decision's hits: ``text`` (the original the hits were
+    found in) with the span of every hit whose action is redact replaced. For a message
+    that is held and also has redacted findings, this is what to deliver on approval."""
+    return _redact_spans(
+        text, ((h.start, h.end, h.category) for h in hits if h.action is Action.REDACT)
+    )
+
+
+def _redact_spans(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
     merged: list[tuple[int, int, str]] = []
-    for start, end, category in spans:
+    for start, end, category in sorted(spans):
         if merged and start <= merged[-1][1]:
             first, last_end, label = merged[-1]
             merged[-1] = (first, max(last_end, end), label)

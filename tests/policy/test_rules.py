@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.decisions import Action, Kind, Route, Subject
+from policy.decisions import Action, Hit, Kind, Route, Subject
 from policy.detectors import Category, Finding
-from policy.rules import Rule, judge, redact
+from policy.rules import Rule, judge, redact, redact_hits
 from relay.identity import ParticipantRole as R
 
 TEXT = "call 555 0134 or mail jo@mail.test, burner phone"
@@ -91,3 +91,26 @@ def test_rules_check_themselves() -> None:
         Rule("r", frozenset(), Action.BLOCK, "reason")
     with pytest.raises(ValueError, match="reason"):
         Rule("r", frozenset({Category.URL}), Action.BLOCK, "")
+
+
+def test_redaction_from_hits_matches_redaction_from_matches() -> None:
+    verdict = judge(subject(), (PHONE, EMAIL, TERM), RULES)
+    hits = tuple(
+        Hit(m.rule.id, m.finding.category.value, m.rule.action, m.finding.start, m.finding.end)
+        for m in verdict.matches
+    )
+    assert redact_hits(TEXT, hits) == redact(TEXT, verdict.matches)
+    assert redact_hits(TEXT, ()) == TEXT
+
+
+def test_every_action_orders_by_severity() -> None:
+    order = [Action.ALLOW, Action.ALERT, Action.REDACT, Action.HOLD, Action.BLOCK]
+    assert sorted(Action, key=lambda a: a.severity) == order
+    for action in order[1:]:
+        finding = Finding(Category.URL, "url.www", 0, 4)
+        rules = (
+            Rule("low", frozenset({Category.PHONE}), Action.ALERT, "x"),
+            Rule("r", frozenset({Category.URL}), action, "x"),
+        )
+        verdict = judge(subject(), (PHONE, finding), rules)
+        assert verdict.action is max(action, Action.ALERT, key=lambda a: a.severity)
