@@ -1,7 +1,9 @@
 """``classroom-relay bench SCENARIO``: benchmarks, each with a baseline measured in the same run.
 
 Scenarios register themselves in :data:`SCENARIOS`; ``classroom-relay bench`` without a
-scenario lists them. The only scenario so far is ``chat``:
+scenario lists them. ``policy`` times the content policy's decision per message on the
+policy corpora and reports its recall and false-positive rate (no relay, no network).
+``chat``:
 
 * the *baseline* is a bare aiohttp WebSocket forwarder behind the same TLS set-up as the
   relay (TLS 1.3, the facility's outside server certificate, client certificates from the
@@ -40,6 +42,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -53,10 +56,13 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
+from policy.decisions import Action, Kind, Route, Subject
+from policy.engine import ContentPolicy, default_policy, default_policy_files, load_policy
 from relay import wire
 from relay.bundle import load_bundle
+from relay.errors import ConfigError
 from relay.home import FacilityHome
-from relay.identity import Listener
+from relay.identity import Listener, ParticipantRole
 from relay.messages import Channel, Chat, Hello
 
 PROG = "classroom-relay bench"
@@ -1197,6 +1203,337 @@ def chat_main(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# the policy scenario
+# ---------------------------------------------------------------------------------------
+
+POLICY_LINE_CHARS = 100
+TARGET_POLICY_P50_US = 20.0
+DEFAULT_POLICY_DECISIONS = 20_000
+CORPUS_DO_NOT_CONTACT = ("Jane Roe", "Marisol Quintero", "Tobias Wrenfield")
+"""The fictional people the evasion corpus hides (tests/policy/corpus/README.md)."""
+CAUGHT = frozenset({Action.BLOCK, Action.HOLD, Action.REDACT})
+"""Actions that keep an evasion from reaching anyone as written."""
+_CORPUS_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+_CORPUS_ESCAPE = re.compile(r"\\([nt\\])")
+
+
+def default_corpus_dir() -> Path:
+    """``tests/policy/corpus`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parent.parent / "tests" / "policy" / "corpus"
+
+
+def read_corpus_file(path: Path) -> list[str]:
+    """The messages of a corpus file: after the ``#`` header, one per line, unescaped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = 0
+    while start < len(lines) and lines[start].startswith("#"):
+        start += 1
+    return lines[start:]
+
+
+def _unescape(text: str) -> str:
+    return _CORPUS_ESCAPE.sub(lambda m: _CORPUS_ESCAPES[m.group(1)], text)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCorpus:
+    clean: tuple[str, ...]
+    evasion: tuple[tuple[str, str], ...]
+    """(category, message)."""
+
+
+def load_policy_corpus(directory: Path) -> PolicyCorpus:
+    """``clean.txt`` and ``evasion.txt`` of ``directory``; :class:`BenchError` if absent."""
+    clean_file, evasion_file = directory / "clean.txt", directory / "evasion.txt"
+    if not clean_file.is_file() or not evasion_file.is_file():
+        raise BenchError(
+            f"no policy corpus in {directory} (looked for clean.txt and evasion.txt); "
+            "pass --corpus DIR (the directory tests/policy/corpus of the source tree)"
+        )
+    try:
+        clean = tuple(_unescape(line) for line in read_corpus_file(clean_file))
+        evasion: list[tuple[str, str]] = []
+        for n, line in enumerate(read_corpus_file(evasion_file), start=1):
+            category, sep, message = line.partition("\t")
+            if not sep:
+                raise BenchError(f"{evasion_file}: data line {n} has no tab after the category")
+            evasion.append((category, _unescape(message)))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"cannot read the policy corpus in {directory}: {exc}") from None
+    if not clean or not evasion:
+        raise BenchError(f"the policy corpus in {directory} has no messages")
+    return PolicyCorpus(clean, tuple(evasion))
+
+
+def chat_lines(messages: Sequence[str], chars: int = POLICY_LINE_CHARS) -> list[str]:
+    """Chat lines of ``chars`` characters: consecutive messages joined by a space until
+    the line is long enough, then cut; the rest of a cut message is dropped."""
+    lines: list[str] = []
+    current = ""
+    for message in messages:
+        current = f"{current} {message}" if current else message
+        if len(current) >= chars:
+            lines.append(current[:chars])
+            current = ""
+    return lines
+
+
+def corpus_policy() -> tuple[ContentPolicy, int]:
+    """The built-in default policy with the corpus's people on its do-not-contact list
+    (the default list is empty), and how many names were added (0 when the default
+    policy file has no empty list to fill in)."""
+    files = default_policy_files()
+    names = ", ".join(f'"{name}"' for name in CORPUS_DO_NOT_CONTACT)
+    files["policy.toml"], replaced = re.subn(
+        r"^do_not_contact = \[\]$",
+        f"do_not_contact = [{names}]",
+        files["policy.toml"],
+        flags=re.MULTILINE,
+    )
+    if replaced != 1:
+        return default_policy(), 0
+    with tempfile.TemporaryDirectory(prefix="relay-bench-policy-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+        return load_policy(Path(tmp) / "policy.toml"), len(CORPUS_DO_NOT_CONTACT)
+
+
+def _learner_chat(text: str) -> Subject:
+    return Subject(
+        kind=Kind.CHAT, sender_role=ParticipantRole.LEARNER, route=Route.CLASS, text=text
+    )
+
+
+def time_decisions(
+    decide: Callable[[Subject], object], subjects: Sequence[Subject], count: int
+) -> list[float]:
+    """Microseconds per ``decide`` call, ``count`` calls cycling through ``subjects``,
+    after one untimed pass over them (warm-up), sorted."""
+    for subject in subjects:
+        decide(subject)
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    n = len(subjects)
+    for i in range(count):
+        subject = subjects[i % n]
+        started = clock()
+        decide(subject)
+        samples.append(clock() - started)
+    return sorted(ns / 1000 for ns in samples)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReport:
+    policy_source: str
+    policy_version: str
+    do_not_contact_names: int
+    corpus: Path
+    lines: int
+    """Distinct chat lines of :data:`POLICY_LINE_CHARS` characters built from the clean corpus."""
+    timings_us: tuple[float, ...]
+    evasion_timings_us: tuple[float, ...]
+    evasion_mean_chars: float
+    clean_messages: int
+    false_positives: int
+    evasion_lines: int
+    caught: int
+    caught_by_category: dict[str, tuple[int, int]]
+    """Category -> (caught, lines)."""
+    total_s: float
+
+    @property
+    def p50_us(self) -> float:
+        return percentile(self.timings_us, 0.50)
+
+    @property
+    def p99_us(self) -> float:
+        return percentile(self.timings_us, 0.99)
+
+    @property
+    def recall(self) -> float:
+        return self.caught / self.evasion_lines
+
+    @property
+    def false_positive_rate(self) -> float:
+        return self.false_positives / self.clean_messages
+
+    def to_json(self) -> dict[str, Any]:
+        ev = self.evasion_timings_us
+        return {
+            "scenario": "policy",
+            "p50_us": round(self.p50_us, 2),
+            "p99_us": round(self.p99_us, 2),
+            "mean_us": round(sum(self.timings_us) / len(self.timings_us), 2),
+            "max_us": round(self.timings_us[-1], 2),
+            "evasion_p50_us": round(percentile(ev, 0.50), 2),
+            "evasion_p99_us": round(percentile(ev, 0.99), 2),
+            "target_p50_us": TARGET_POLICY_P50_US,
+            "p50_ok": self.p50_us <= TARGET_POLICY_P50_US,
+            "recall": round(self.recall, 4),
+            "recall_by_category": {
+                category: round(caught / lines, 4)
+                for category, (caught, lines) in sorted(self.caught_by_category.items())
+            },
+            "false_positive_rate": round(self.false_positive_rate, 4),
+            "false_positives": self.false_positives,
+            "clean_messages": self.clean_messages,
+            "evasion_lines": self.evasion_lines,
+            "lines": self.lines,
+            "line_chars": POLICY_LINE_CHARS,
+            "decisions": len(self.timings_us),
+            "evasion_decisions": len(ev),
+            "evasion_mean_chars": round(self.evasion_mean_chars, 1),
+            "policy": self.policy_source,
+            "policy_version": self.policy_version,
+            "do_not_contact_names": self.do_not_contact_names,
+            "corpus": str(self.corpus),
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count() or 0,
+            "total_s": round(self.total_s, 2),
+        }
+
+
+def run_policy(
+    policy: ContentPolicy,
+    corpus: PolicyCorpus,
+    *,
+    decisions: int,
+    policy_source: str,
+    do_not_contact_names: int,
+    corpus_dir: Path,
+) -> PolicyReport:
+    """Time ``policy.decide`` on 100-character learner chat lines and on the evasions;
+    count the evasions it catches and the clean messages it does not allow."""
+    started = time.perf_counter()
+    lines = chat_lines(corpus.clean)
+    if not lines:
+        raise BenchError(
+            f"the clean corpus in {corpus_dir} is too short for one "
+            f"{POLICY_LINE_CHARS}-character line"
+        )
+    decide = policy.decide
+    timings = time_decisions(decide, [_learner_chat(line) for line in lines], decisions)
+    evasion_subjects = [_learner_chat(message) for _, message in corpus.evasion]
+    evasion_timings = time_decisions(
+        decide, evasion_subjects, max(len(evasion_subjects), decisions // 4)
+    )
+    false_positives = sum(
+        decide(_learner_chat(message)).action is not Action.ALLOW for message in corpus.clean
+    )
+    by_category: dict[str, tuple[int, int]] = {}
+    for (category, _), subject in zip(corpus.evasion, evasion_subjects, strict=True):
+        hit = decide(subject).action in CAUGHT
+        caught, total = by_category.get(category, (0, 0))
+        by_category[category] = (caught + hit, total + 1)
+    return PolicyReport(
+        policy_source=policy_source,
+        policy_version=policy.version,
+        do_not_contact_names=do_not_contact_names,
+        corpus=corpus_dir,
+        lines=len(lines),
+        timings_us=tuple(timings),
+        evasion_timings_us=tuple(evasion_timings),
+        evasion_mean_chars=sum(len(m) for _, m in corpus.evasion) / len(corpus.evasion),
+        clean_messages=len(corpus.clean),
+        false_positives=false_positives,
+        evasion_lines=len(corpus.evasion),
+        caught=sum(c for c, _ in by_category.values()),
+        caught_by_category=by_category,
+        total_s=time.perf_counter() - started,
+    )
+
+
+def render_policy(report: PolicyReport) -> str:
+    r = report.to_json()
+    met = "met" if r["p50_ok"] else "NOT met"
+    categories = ", ".join(f"{c} {v:.3f}" for c, v in r["recall_by_category"].items())
+    return "\n".join(
+        [
+            f"classroom-relay bench policy: Python {r['python']}, {r['cpu_count']} CPU(s); "
+            f"policy {report.policy_source} ({report.policy_version}).",
+            f"Learner chat on the class channel; corpus {report.corpus}.",
+            "",
+            f"{POLICY_LINE_CHARS}-character chat lines ({report.lines} lines from the clean "
+            f"corpus, {r['decisions']:,} decisions):",
+            f"  p50 {r['p50_us']:.1f} us   p99 {r['p99_us']:.1f} us   mean {r['mean_us']:.1f} us"
+            f"   target p50 <= {TARGET_POLICY_P50_US:g} us: {met}",
+            f"evasion lines (as written, {r['evasion_mean_chars']:.0f} characters on average, "
+            f"{r['evasion_decisions']:,} decisions):",
+            f"  p50 {r['evasion_p50_us']:.1f} us   p99 {r['evasion_p99_us']:.1f} us",
+            f"recall: {report.caught} of {report.evasion_lines} evasions caught "
+            f"(block, hold or redact) = {r['recall']:.4f}",
+            f"  by category: {categories}",
+            f"false positives: {report.false_positives} of {report.clean_messages} clean "
+            f"messages not allowed = {r['false_positive_rate']:.4f}",
+            f"Took {report.total_s:.1f} s.",
+        ]
+    )
+
+
+def policy_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} policy",
+        description="The content policy: microseconds per decision for "
+        f"{POLICY_LINE_CHARS}-character learner chat lines built from the clean corpus "
+        "(p50, p99; target p50 <= 20 us) and for the evasion corpus, the recall on the "
+        "evasions (blocked, held or redacted) and the false-positive rate on the clean "
+        "messages (anything but allowed).",
+        epilog="Default policy: the built-in default with the corpus's three fictional "
+        "people on its do-not-contact list (the evasion corpus hides their names).",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--corpus",
+        metavar="DIR",
+        help=f"directory with clean.txt and evasion.txt (default {default_corpus_dir()})",
+    )
+    p.add_argument("--policy", metavar="FILE", help="measure this policy file instead")
+    p.add_argument(
+        "--decisions",
+        type=_positive,
+        default=DEFAULT_POLICY_DECISIONS,
+        metavar="N",
+        help=f"timed decisions on the chat lines (default {DEFAULT_POLICY_DECISIONS:,}); "
+        "a quarter of that, at least one pass, on the evasions",
+    )
+    return p
+
+
+@scenario("policy", "content policy: microseconds per decision, recall, false positives")
+def policy_main(argv: list[str]) -> int:
+    try:
+        args = policy_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    corpus_dir = Path(args.corpus) if args.corpus else default_corpus_dir()
+    try:
+        corpus = load_policy_corpus(corpus_dir)
+        if args.policy:
+            policy, source, names = load_policy(Path(args.policy)), args.policy, 0
+        else:
+            policy, names = corpus_policy()
+            extra = f" + the corpus's {names} do-not-contact names" if names else ""
+            source = f"built-in default{extra}"
+        report = run_policy(
+            policy,
+            corpus,
+            decisions=args.decisions,
+            policy_source=source,
+            do_not_contact_names=names,
+            corpus_dir=corpus_dir,
+        )
+    except (BenchError, ConfigError) as exc:
+        print(f"{PROG} policy: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print(render_policy(report), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------------------
 
@@ -1229,6 +1566,7 @@ __all__ = [
     "BenchError",
     "ChatOptions",
     "ChatReport",
+    "PolicyReport",
     "RunResult",
     "Scenario",
     "TargetResult",
@@ -1236,6 +1574,7 @@ __all__ = [
     "main",
     "percentile",
     "run_chat",
+    "run_policy",
     "scenario",
 ]
 

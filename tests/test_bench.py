@@ -106,3 +106,81 @@ def test_raise_rate_limit(tmp_path: Path) -> None:
     limits = home.load_config().limits
     assert limits.msgs_per_second == 1_000_000.0
     assert limits.msgs_burst == 1_000_000
+
+
+# ---------------------------------------------------------------------------------------
+# bench policy
+# ---------------------------------------------------------------------------------------
+
+POLICY_NUMBERS = ("p50_us", "p99_us", "mean_us", "max_us", "evasion_p50_us", "evasion_p99_us")
+
+
+def test_policy_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["policy", "--json", "--decisions", "300"]) == 0
+    report = json.loads(capsys.readouterr().out)  # one JSON object, nothing else
+    assert report["scenario"] == "policy"
+    for key in POLICY_NUMBERS:
+        assert isinstance(report[key], int | float), key
+        assert report[key] > 0, key
+    assert report["p50_us"] <= report["p99_us"] <= report["max_us"]
+    for key in ("recall", "false_positive_rate"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert all(0.0 <= v <= 1.0 for v in report["recall_by_category"].values())
+    assert "do_not_contact" in report["recall_by_category"]
+    assert report["target_p50_us"] == 20
+    assert isinstance(report["p50_ok"], bool)
+    assert report["decisions"] == 300
+    assert report["evasion_decisions"] >= report["evasion_lines"] > 0
+    assert report["lines"] > 0
+    assert report["clean_messages"] > 0
+    assert report["line_chars"] == 100
+    assert report["policy_version"].startswith("sha256:")
+    assert report["do_not_contact_names"] == 3
+
+
+def test_policy_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["policy", "--decisions", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "target p50 <= 20 us" in out
+    assert "recall:" in out
+    assert "false positives:" in out
+
+
+def test_policy_corpus_and_policy_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(["policy", "--corpus", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "none") in err
+    assert "--corpus" in err
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "clean.txt").write_text("# header\n" + "print('hello, world')\\nx = 1\n" * 12)
+    (corpus / "evasion.txt").write_text("# header\nurl\tsee evil.com\nphone\t415 555 0134\n")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[routing]\nlearner_to_learner_direct = false\n")  # no content rules
+    argv = [
+        "policy",
+        "--json",
+        "--decisions",
+        "20",
+        "--corpus",
+        str(corpus),
+        "--policy",
+        str(policy),
+    ]
+    assert bench.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["recall"] == 0.0
+    assert report["false_positive_rate"] == 0.0
+    assert report["evasion_lines"] == 2
+    assert report["clean_messages"] == 12
+    assert report["do_not_contact_names"] == 0
+    policy.write_text("[nonsense]\n")
+    assert bench.main(argv) == 2
+    assert str(policy) in capsys.readouterr().err
+
+
+def test_chat_lines_are_cut_to_length() -> None:
+    lines = bench.chat_lines(["a" * 30, "b" * 50, "c" * 40, "d" * 250, "e"], chars=100)
+    assert lines == [("a" * 30 + " " + "b" * 50 + " " + "c" * 40)[:100], "d" * 100]
