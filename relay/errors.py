@@ -217,6 +217,19 @@ class ErrorCode(enum.Enum):
         "the message is held for review by security staff",
         "wait for the staff decision; you will be told the outcome",
     )
+    REVIEW_QUEUE_FULL = _CodeInfo(
+        4436,
+        "review_queue_full",
+        "the message would be held for review, but too many messages already wait",
+        "wait until security staff have reviewed the waiting messages, then send it again",
+    )
+    UNKNOWN_HOLD = _CodeInfo(
+        4437,
+        "unknown_hold",
+        "no message of this class waits for review under this hold id",
+        "list the waiting messages ('review list') and use a hold id shown there; "
+        "it may already have been decided or have expired",
+    )
     # -- the relay's own state -------------------------------------------------------
     REPLACED = _CodeInfo(
         4440,
@@ -333,6 +346,10 @@ class AuditError(RelayError):
 
 class ControlError(RelayError):
     """The running relay could not be reached on its local control socket."""
+
+
+class ControlRefused(ControlError):
+    """The running relay answered on its control socket and refused the request."""
 
 
 class ClientError(RelayError):

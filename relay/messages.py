@@ -16,6 +16,9 @@ from relay.identity import ParticipantRole, parse_pid, valid_name
 FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 controls other than tab, line feed and carriage return; DEL; C1 controls."""
 
+HOLD_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+"""Hold ids: ``SESSION.hN-TAG`` (the class id, a counter and a tag of the relay run)."""
+
 
 class Channel(enum.Enum):
     CLASS = "class"
@@ -24,8 +27,17 @@ class Channel(enum.Enum):
 
 class AckStatus(enum.Enum):
     DELIVERED = "delivered"
+    REDACTED = "redacted"
+    """Delivered with parts replaced by ``[redacted:CATEGORY]``; ``redacted`` has the text."""
     REFUSED = "refused"
     HELD = "held"
+    """Kept for security staff to review; a ``reviewed`` frame follows later."""
+
+
+class ReviewOutcome(enum.Enum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
 
 
 class PresenceEvent(enum.Enum):
@@ -118,7 +130,32 @@ class Bye:
     id: str
 
 
-ClientMessage = Hello | Chat | Hand | EndSession | Bye
+@dataclass(frozen=True, slots=True)
+class ReviewList:
+    """Staff ask for the messages of their class that wait for review."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """Staff approve (deliver late) or reject a held message."""
+
+    id: str
+    hold: str
+    approve: bool
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not HOLD_ID_PATTERN.match(self.hold):
+            raise ValueError(f"hold id {self.hold!r} is not valid")
+        if not self.approve and not self.reason.strip():
+            raise ValueError("a reason is required to reject a held message")
+        if FORBIDDEN_CONTROLS.search(self.reason):
+            raise ValueError("the reason must not contain control characters")
+
+
+ClientMessage = Hello | Chat | Hand | EndSession | Bye | ReviewList | Review
 
 CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "hello": Hello,
@@ -126,6 +163,8 @@ CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "hand": Hand,
     "end_session": EndSession,
     "bye": Bye,
+    "review_list": ReviewList,
+    "review": Review,
 }
 CLIENT_TYPE_NAMES: dict[type[ClientMessage], str] = {v: k for k, v in CLIENT_TYPES.items()}
 
@@ -175,12 +214,21 @@ class Ack:
     text: str | None = None
     time: float | None = None
     """Delivered chat: the time the relay gave the message (its sender gets no echo)."""
+    redacted: str | None = None
+    """Redacted chat: the text as it was delivered."""
+    hold: str | None = None
+    """Held chat: the id of the hold, which the later ``reviewed`` frame names."""
 
     def __post_init__(self) -> None:
-        if self.status is AckStatus.DELIVERED and self.seq is None:
+        delivered = self.status is AckStatus.DELIVERED or self.status is AckStatus.REDACTED
+        if delivered and self.seq is None:
             raise ValueError("a delivered ack carries the sequence number")
         if self.status is not AckStatus.DELIVERED and self.text is None:
-            raise ValueError("a refused or held ack says why")
+            raise ValueError("a redacted, refused or held ack says why")
+        if (self.status is AckStatus.REDACTED) != (self.redacted is not None):
+            raise ValueError("a redacted ack, and only it, carries the redacted text")
+        if (self.status is AckStatus.HELD) != (self.hold is not None):
+            raise ValueError("a held ack, and only it, names the hold")
 
 
 @quick_init
@@ -193,6 +241,14 @@ class ChatEvent:
     text: str
     time: float
     to: str | None = None
+    approved_by: str | None = None
+    """Set when the message was held for review and staff approved it late."""
+    sent: float | None = None
+    """For a message approved late: when it was sent (``time`` is when it was delivered)."""
+
+    def __post_init__(self) -> None:
+        if (self.approved_by is None) != (self.sent is None):
+            raise ValueError("an approved-late chat event names the approver and the send time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +282,83 @@ class SessionEnded:
     time: float
 
 
-ServerMessage = Welcome | Ack | ChatEvent | PresenceChange | HandEvent | ErrorFrame | SessionEnded
+@dataclass(frozen=True, slots=True)
+class HeldInfo:
+    """A message waiting for review, as staff see it (its content included)."""
+
+    hold: str
+    ref: str
+    """The message id the sender gave it."""
+    sender: str
+    channel: Channel
+    text: str
+    time: float
+    expires: float
+    rule: str
+    reason: str
+    categories: tuple[str, ...]
+    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldNotice:
+    """To staff in the class: a message was just held for review."""
+
+    held: HeldInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    """The answer to ``review_list``: the class's messages waiting for review."""
+
+    ref: str
+    holds: tuple[HeldInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    """A held message was approved, rejected or expired (to its sender and to staff)."""
+
+    hold: str
+    ref: str
+    outcome: ReviewOutcome
+    by: str
+    reason: str
+    time: float
+    seq: int | None = None
+    """Approved: the sequence number it was delivered with."""
+
+    def __post_init__(self) -> None:
+        if (self.outcome is ReviewOutcome.APPROVED) != (self.seq is not None):
+            raise ValueError("an approval, and only it, carries the delivered sequence number")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertNotice:
+    """To staff in the class: a delivered message matched a rule that alerts staff."""
+
+    ref: str
+    seq: int
+    sender: str
+    rule: str
+    reason: str
+    categories: tuple[str, ...]
+    time: float
+
+
+ServerMessage = (
+    Welcome
+    | Ack
+    | ChatEvent
+    | PresenceChange
+    | HandEvent
+    | ErrorFrame
+    | SessionEnded
+    | HeldNotice
+    | Holds
+    | Reviewed
+    | AlertNotice
+)
 
 SequencedEvent = ChatEvent | PresenceChange | HandEvent
 """Events that carry a class sequence number and are kept in history for resume."""

@@ -24,6 +24,7 @@ from relay.messages import (
     FORBIDDEN_CONTROLS,
     Ack,
     AckStatus,
+    AlertNotice,
     Bye,
     Channel,
     Chat,
@@ -33,10 +34,17 @@ from relay.messages import (
     ErrorFrame,
     Hand,
     HandEvent,
+    HeldInfo,
+    HeldNotice,
     Hello,
+    Holds,
     ParticipantInfo,
     PresenceChange,
     PresenceEvent,
+    Review,
+    Reviewed,
+    ReviewList,
+    ReviewOutcome,
     ServerMessage,
     SessionEnded,
     SessionInfo,
@@ -371,7 +379,20 @@ def _decode_client_map(m: dict[str, Any], limits: Limits) -> ClientMessage:
             kind,
             lambda: EndSession(id=r.msg_id(), reason=r.req_str("reason", L.max_reason_chars)),
         )
+    if kind == "review":
+        r = _Reader(m, kind, L, {"id", "hold", "approve", "reason"})
+        return _build(
+            kind,
+            lambda: Review(
+                id=r.msg_id(),
+                hold=r.req_str("hold", 100),
+                approve=r.bool_("approve"),
+                reason=r.str_("reason", max_chars=L.max_reason_chars, required=False) or "",
+            ),
+        )
     r = _Reader(m, kind, L, {"id"})
+    if kind == "review_list":
+        return _build(kind, lambda: ReviewList(id=r.msg_id()))
     return _build(kind, lambda: Bye(id=r.msg_id()))
 
 
@@ -398,6 +419,13 @@ def client_to_map(msg: ClientMessage) -> dict[str, Any]:
         return out
     if isinstance(msg, EndSession):
         return {"t": "end_session", "id": msg.id, "reason": msg.reason}
+    if isinstance(msg, Review):
+        out = {"t": "review", "id": msg.id, "hold": msg.hold, "approve": msg.approve}
+        if msg.reason:
+            out["reason"] = msg.reason
+        return out
+    if isinstance(msg, ReviewList):
+        return {"t": "review_list", "id": msg.id}
     return {"t": "bye", "id": msg.id}
 
 
@@ -430,6 +458,9 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
         }
         if msg.to is not None:
             out["to"] = msg.to
+        if msg.approved_by is not None:
+            out["approved_by"] = msg.approved_by
+            out["sent"] = msg.sent
         return out
     if isinstance(msg, Ack):
         out = {"t": "ack", "ref": msg.ref, "status": msg.status._value_}
@@ -443,6 +474,10 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
             out["text"] = msg.text
         if msg.time is not None:
             out["time"] = msg.time
+        if msg.redacted is not None:
+            out["redacted"] = msg.redacted
+        if msg.hold is not None:
+            out["hold"] = msg.hold
         return out
     if isinstance(msg, PresenceChange):
         return {
@@ -471,7 +506,53 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
         if msg.ref is not None:
             out["ref"] = msg.ref
         return out
+    if isinstance(msg, HeldNotice):
+        return {"t": "held", **_held_map(msg.held)}
+    if isinstance(msg, Holds):
+        return {"t": "holds", "ref": msg.ref, "holds": [_held_map(h) for h in msg.holds]}
+    if isinstance(msg, Reviewed):
+        out = {
+            "t": "reviewed",
+            "hold": msg.hold,
+            "ref": msg.ref,
+            "outcome": msg.outcome.value,
+            "by": msg.by,
+            "reason": msg.reason,
+            "time": msg.time,
+        }
+        if msg.seq is not None:
+            out["seq"] = msg.seq
+        return out
+    if isinstance(msg, AlertNotice):
+        return {
+            "t": "alert",
+            "ref": msg.ref,
+            "seq": msg.seq,
+            "from": msg.sender,
+            "rule": msg.rule,
+            "reason": msg.reason,
+            "categories": list(msg.categories),
+            "time": msg.time,
+        }
     return {"t": "session_ended", "reason": msg.reason, "by": msg.by, "time": msg.time}
+
+
+def _held_map(h: HeldInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "hold": h.hold,
+        "ref": h.ref,
+        "from": h.sender,
+        "channel": h.channel.value,
+        "text": h.text,
+        "time": h.time,
+        "expires": h.expires,
+        "rule": h.rule,
+        "reason": h.reason,
+        "categories": list(h.categories),
+    }
+    if h.to is not None:
+        out["to"] = h.to
+    return out
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -492,11 +573,12 @@ CLIENT_SIDE_LIMITS = Limits(
     max_frame_bytes=4 * 1024 * 1024,
     max_array_len=100_000,
     max_map_len=64,
-    max_depth=4,
+    max_depth=5,
     max_str_bytes=65_536,
     max_text_chars=65_536,
 )
-"""Limits a client applies to what the relay sends (a welcome can list a big roster)."""
+"""Limits a client applies to what the relay sends (a welcome can list a big roster; a
+``holds`` answer nests one level deeper than anything a client may send)."""
 
 
 def _participant(m: Any, limits: Limits) -> ParticipantInfo:
@@ -514,13 +596,47 @@ def _participant(m: Any, limits: Limits) -> ParticipantInfo:
     )
 
 
+def _strs(items: list[Any], where: str) -> tuple[str, ...]:
+    if not all(isinstance(i, str) for i in items):
+        _refuse(ErrorCode.INVALID_FIELD, f"'{where}' must list strings")
+    return tuple(items)
+
+
+def _held(m: Any, kind: str, limits: Limits) -> HeldInfo:
+    if not isinstance(m, dict):
+        _refuse(ErrorCode.INVALID_FIELD, f"'{kind}' must be a map")
+    keys = {"t", "hold", "ref", "from", "channel", "to", "text", "time", "expires", "rule"}
+    r = _Reader(m, kind, limits, keys | {"reason", "categories"})
+    return _build(
+        kind,
+        lambda: HeldInfo(
+            hold=r.req_str("hold", 100),
+            ref=r.msg_id("ref"),
+            sender=r.req_str("from", 80),
+            channel=r.enum_("channel", Channel),
+            to=r.str_("to", max_chars=80, required=False),
+            text=r.req_str("text", limits.max_text_chars),
+            time=r.float_("time"),
+            expires=r.float_("expires"),
+            rule=r.req_str("rule", 100),
+            reason=r.req_str("reason", 2000),
+            categories=_strs(r.list_("categories"), f"{kind}.categories"),
+        ),
+    )
+
+
 def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMessage:
     """Decode one frame the relay sent (used by clients). Raises :class:`ProtocolError`."""
     m = unpack_frame(data, limits)
     kind = _type_of(m)
     L = limits
     if kind == "chat":
-        r = _Reader(m, kind, L, {"seq", "id", "from", "channel", "to", "text", "time"})
+        r = _Reader(
+            m,
+            kind,
+            L,
+            {"seq", "id", "from", "channel", "to", "text", "time", "approved_by", "sent"},
+        )
         return _build(
             kind,
             lambda: ChatEvent(
@@ -531,10 +647,17 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
                 to=r.str_("to", max_chars=80, required=False),
                 text=r.req_str("text", L.max_text_chars),
                 time=r.float_("time"),
+                approved_by=r.str_("approved_by", max_chars=80, required=False),
+                sent=r.float_("sent") if "sent" in m else None,
             ),
         )
     if kind == "ack":
-        r = _Reader(m, kind, L, {"ref", "status", "seq", "code", "error", "text", "time"})
+        r = _Reader(
+            m,
+            kind,
+            L,
+            {"ref", "status", "seq", "code", "error", "text", "time", "redacted", "hold"},
+        )
         return _build(
             kind,
             lambda: Ack(
@@ -545,6 +668,8 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
                 error=r.str_("error", max_chars=64, required=False),
                 text=r.str_("text", max_chars=2000, required=False),
                 time=r.float_("time") if "time" in m else None,
+                redacted=r.str_("redacted", max_chars=L.max_text_chars, required=False),
+                hold=r.str_("hold", max_chars=100, required=False),
             ),
         )
     if kind == "presence":
@@ -604,6 +729,45 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
                 error=r.req_str("error", 64),
                 text=r.req_str("text", 2000),
                 ref=r.str_("ref", max_chars=64, required=False),
+            ),
+        )
+    if kind == "held":
+        return _build(kind, lambda: HeldNotice(held=_held(m, kind, L)))
+    if kind == "holds":
+        r = _Reader(m, kind, L, {"ref", "holds"})
+        return _build(
+            kind,
+            lambda: Holds(
+                ref=r.msg_id("ref"),
+                holds=tuple(_held(h, "holds.hold", L) for h in r.list_("holds")),
+            ),
+        )
+    if kind == "reviewed":
+        r = _Reader(m, kind, L, {"hold", "ref", "outcome", "by", "reason", "time", "seq"})
+        return _build(
+            kind,
+            lambda: Reviewed(
+                hold=r.req_str("hold", 100),
+                ref=r.msg_id("ref"),
+                outcome=r.enum_("outcome", ReviewOutcome),
+                by=r.req_str("by", 80),
+                reason=r.str_("reason", max_chars=2000, required=False) or "",
+                time=r.float_("time"),
+                seq=r.opt_int("seq"),
+            ),
+        )
+    if kind == "alert":
+        r = _Reader(m, kind, L, {"ref", "seq", "from", "rule", "reason", "categories", "time"})
+        return _build(
+            kind,
+            lambda: AlertNotice(
+                ref=r.msg_id("ref"),
+                seq=r.int_("seq"),
+                sender=r.req_str("from", 80),
+                rule=r.req_str("rule", 100),
+                reason=r.req_str("reason", 2000),
+                categories=_strs(r.list_("categories"), "alert.categories"),
+                time=r.float_("time"),
             ),
         )
     if kind == "session_ended":

@@ -14,6 +14,7 @@ from relay.limits import DEFAULT_LIMITS, Limits
 from relay.messages import (
     Ack,
     AckStatus,
+    AlertNotice,
     Bye,
     Channel,
     Chat,
@@ -22,10 +23,17 @@ from relay.messages import (
     ErrorFrame,
     Hand,
     HandEvent,
+    HeldInfo,
+    HeldNotice,
     Hello,
+    Holds,
     ParticipantInfo,
     PresenceChange,
     PresenceEvent,
+    Review,
+    Reviewed,
+    ReviewList,
+    ReviewOutcome,
     SessionEnded,
     SessionInfo,
     Welcome,
@@ -76,6 +84,9 @@ CLIENT_MESSAGES = [
     Hand(id="k2", raised=False, who="learner:l1001"),
     EndSession(id="e1", reason="incident"),
     Bye(id="b1"),
+    ReviewList(id="r1"),
+    Review(id="r2", hold="py101.h3-ab12", approve=True),
+    Review(id="r3", hold="py101.h4-ab12", approve=False, reason="not a documentation site"),
 ]
 
 
@@ -90,6 +101,31 @@ def test_every_client_type_has_a_round_trip_case() -> None:
     assert {type(m) for m in CLIENT_MESSAGES} == set(CLIENT_TYPES.values())
 
 
+HELD = HeldInfo(
+    hold="py101.h1-ab12",
+    ref="c5",
+    sender="instructor:alice",
+    channel=Channel.CLASS,
+    text="https://realpython.com",
+    time=7.5,
+    expires=1807.5,
+    rule="contact.link.instructor",
+    reason="links wait for review (url)",
+    categories=("url",),
+)
+HELD_DIRECT = HeldInfo(
+    hold="py101.h2-ab12",
+    ref="c6",
+    sender="learner:l1",
+    channel=Channel.DIRECT,
+    to="instructor:alice",
+    text="aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ=",
+    time=8.0,
+    expires=1808.0,
+    rule="content.encoded",
+    reason="encoded data waits for review (blob)",
+    categories=("blob",),
+)
 ALICE = ParticipantInfo(pid="instructor:alice", role=ParticipantRole.INSTRUCTOR, name="alice")
 L1 = ParticipantInfo(pid="learner:l1", role=ParticipantRole.LEARNER, name="l1", machine="pc-01")
 SERVER_MESSAGES = [
@@ -119,6 +155,61 @@ SERVER_MESSAGES = [
     HandEvent(seq=12, who="learner:l1", raised=True, time=5.0),
     ErrorFrame(code=4402, error="unknown_type", text="Refused: ...", ref="x"),
     SessionEnded(reason="over", by="relay", time=6.0),
+    Ack(
+        ref="c4",
+        status=AckStatus.REDACTED,
+        seq=13,
+        time=7.0,
+        text="Part of your message was replaced",
+        redacted="mail [redacted:email]",
+    ),
+    Ack(
+        ref="c5",
+        status=AckStatus.HELD,
+        code=4435,
+        error="held_for_review",
+        text="Held for review",
+        hold="py101.h1-ab12",
+    ),
+    ChatEvent(
+        seq=14,
+        id="c5",
+        sender="instructor:alice",
+        channel=Channel.CLASS,
+        text="https://realpython.com",
+        time=9.0,
+        approved_by="staff:sam",
+        sent=7.5,
+    ),
+    HeldNotice(HELD),
+    Holds(ref="r1", holds=(HELD, HELD_DIRECT)),
+    Holds(ref="r1", holds=()),
+    Reviewed(
+        hold="py101.h1-ab12",
+        ref="c5",
+        outcome=ReviewOutcome.APPROVED,
+        by="staff:sam",
+        reason="",
+        time=9.0,
+        seq=14,
+    ),
+    Reviewed(
+        hold="py101.h2-ab12",
+        ref="c6",
+        outcome=ReviewOutcome.EXPIRED,
+        by="relay",
+        reason="not reviewed within 30 minutes",
+        time=9.0,
+    ),
+    AlertNotice(
+        ref="c7",
+        seq=15,
+        sender="learner:l1",
+        rule="lexicon.watch",
+        reason="passed on",
+        categories=("lexicon:watch",),
+        time=10.0,
+    ),
 ]
 
 
@@ -303,3 +394,36 @@ def test_the_chat_fast_path_decides_exactly_like_the_general_path(limits: Limits
                         assert got == _outcome(_general, data, limits), m
                         fast += got[0] == "decoded"
     assert fast > 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        ({"t": "review", "id": "r", "hold": "py101.h1-a", "approve": False}, "reason is required"),
+        ({"t": "review", "id": "r", "hold": "../../etc", "approve": True}, "hold id"),
+        ({"t": "review", "id": "r", "hold": "py101.h1-a", "approve": "yes"}, "approve"),
+        ({"t": "review_list", "id": "r", "session": "py101"}, "unknown field"),
+    ],
+)
+def test_review_frames_are_checked(frame: dict[str, Any], needle: str) -> None:
+    err = refused(pack(frame))
+    assert err.code is ErrorCode.INVALID_FIELD
+    assert needle in err.detail
+    assert err.ref == "r"
+
+
+def test_acks_say_what_their_status_needs() -> None:
+    with pytest.raises(ValueError, match="redacted text"):
+        Ack(ref="a", status=AckStatus.REDACTED, seq=1, text="why")
+    with pytest.raises(ValueError, match="names the hold"):
+        Ack(ref="a", status=AckStatus.HELD, text="why")
+    with pytest.raises(ValueError, match="approver"):
+        ChatEvent(
+            seq=1,
+            id="a",
+            sender="learner:l1",
+            channel=Channel.CLASS,
+            text="x",
+            time=1.0,
+            approved_by="staff:sam",
+        )
