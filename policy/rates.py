@@ -157,13 +157,21 @@ _PASS = Pass()
 
 
 class _Bucket:
-    """Tokens at time ``at``; ``level`` may be negative (reserved by a delayed message)."""
+    """Tokens at time ``at``; ``level`` may be negative (reserved by a delayed message).
 
-    __slots__ = ("at", "level")
+    ``throttled_since``: when the current run of delayed messages began (None: the last
+    message found a token). A run may last ``throttle_s``; later messages that would
+    still need a delay are refused, so that a sender who keeps flooding is told to stop
+    rather than slowed down for ever (the relay reads nothing more from a connection
+    while one of its messages is delayed, so the delays alone would never refuse).
+    """
+
+    __slots__ = ("at", "level", "throttled_since")
 
     def __init__(self, level: float, at: float) -> None:
         self.level = level
         self.at = at
+        self.throttled_since: float | None = None
 
     def level_at(self, now: float, rate: float, burst: int) -> float:
         elapsed = now - self.at
@@ -173,6 +181,19 @@ class _Bucket:
 
     def full_at(self, now: float, rate: float, burst: int) -> bool:
         return self.level_at(now, rate, burst) >= burst
+
+
+def _run(bucket: _Bucket, now: float, wait: float) -> float:
+    """Seconds from the start of ``bucket``'s run of delays to the end of this delay."""
+    start = bucket.throttled_since
+    return wait if start is None else now + wait - start
+
+
+def _mark(bucket: _Bucket, wait: float, now: float) -> None:
+    if not wait:
+        bucket.throttled_since = None
+    elif bucket.throttled_since is None:
+        bucket.throttled_since = now
 
 
 class _SessionBuckets:
@@ -254,20 +275,25 @@ class RateLimiter:
         p_wait = 0.0 if p_level >= 1 else (1 - p_level) / limit.person_rate
         s_wait = 0.0 if s_level >= 1 else (1 - s_level) / limit.session_rate
         wait = max(p_wait, s_wait)
-        if wait > limit.throttle_s:
-            if p_wait >= s_wait:
-                return Refuse(wait, RateScope.PERSON, kind, limit.person_rate, limit.person_burst)
-            return Refuse(wait, RateScope.SESSION, kind, limit.session_rate, limit.session_burst)
+        # How long the run of delays each short bucket is in would last with this one.
+        p_run = 0.0 if not p_wait or mine is None else _run(mine, now, wait)
+        s_run = 0.0 if not s_wait or shared is None else _run(shared, now, wait)
+        if max(wait, p_run, s_run) > limit.throttle_s:
+            if (p_wait, p_run) >= (s_wait, s_run):
+                return Refuse(p_wait, RateScope.PERSON, kind, limit.person_rate, limit.person_burst)
+            return Refuse(s_wait, RateScope.SESSION, kind, limit.session_rate, limit.session_burst)
         if mine is None:
-            buckets.people[(person, kind)] = _Bucket(p_level - 1, now)
+            buckets.people[(person, kind)] = mine = _Bucket(p_level - 1, now)
             self._buckets += 1
         else:
             mine.level, mine.at = p_level - 1, max(now, mine.at)
         if shared is None:
-            buckets.shared[kind] = _Bucket(s_level - 1, now)
+            buckets.shared[kind] = shared = _Bucket(s_level - 1, now)
             self._buckets += 1
         else:
             shared.level, shared.at = s_level - 1, max(now, shared.at)
+        _mark(mine, p_wait, now)
+        _mark(shared, s_wait, now)
         return _PASS if wait == 0 else Delay(wait)
 
     def forget_session(self, session: str) -> None:

@@ -153,8 +153,31 @@ def test_a_flood_is_delayed_while_the_wait_is_short_then_refused() -> None:
         assert refused.scope is RateScope.PERSON
         # A refusal takes nothing, so the wait does not grow.
         assert refused.retry_after_s == pytest.approx(3.0)
-    # One second later one more token is free for reservation again.
-    assert limiter.check("ana", "s1", Kind.CHAT, 1.0) == Delay(2.0)
+    # One second later one more token is free for reservation, but the run of delays
+    # that began at 0 s would then last 3 s, more than throttle_s: still refused.
+    assert isinstance(limiter.check("ana", "s1", Kind.CHAT, 1.0), Refuse)
+
+
+def test_a_sender_that_waits_out_each_delay_is_refused_after_throttle_s() -> None:
+    """The relay reads a connection's next message only after the delay of the last one,
+    so debt never builds up; the run of delays is what ends in refusals."""
+    limiter = RateLimiter(DEFAULT_RATE_LIMITS)  # chat: 1/s, burst 8, throttle 2 s
+    now = 0.0
+    assert send(limiter, 8, now=now) == [Pass()] * 8
+    delays = []
+    while True:
+        verdict = limiter.check("ana", "s1", Kind.CHAT, now)
+        if not isinstance(verdict, Delay):
+            break
+        delays.append(verdict.seconds)
+        now += verdict.seconds
+    assert delays == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert isinstance(verdict, Refuse)
+    assert verdict.scope is RateScope.PERSON
+    # Refused until a token is back; then the message passes and a new run may begin.
+    assert isinstance(limiter.check("ana", "s1", Kind.CHAT, now + 0.5), Refuse)
+    assert limiter.check("ana", "s1", Kind.CHAT, now + 1.0) == Pass()
+    assert limiter.check("ana", "s1", Kind.CHAT, now + 1.0) == Delay(1.0)
 
 
 def test_a_delayed_message_has_used_its_token_when_it_is_processed() -> None:
