@@ -55,8 +55,17 @@ class EventKind(enum.Enum):
     MESSAGE_DELIVERED = ("message.delivered", "CR300", Severity.INFO)
     MESSAGE_REFUSED = ("message.refused", "CR301", Severity.WARNING)
     HAND = ("message.hand", "CR302", Severity.INFO)
+    MESSAGE_REDACTED = ("message.redacted", "CR303", Severity.WARNING)
+    MESSAGE_ALERT = ("message.alert", "CR304", Severity.WARNING)
+    MESSAGE_HELD = ("message.held", "CR305", Severity.WARNING)
+    REVIEW_APPROVED = ("review.approved", "CR310", Severity.INFO)
+    REVIEW_REJECTED = ("review.rejected", "CR311", Severity.INFO)
+    REVIEW_EXPIRED = ("review.expired", "CR312", Severity.WARNING)
+    REVIEW_LISTED = ("review.listed", "CR313", Severity.INFO)
     REVOKED = ("admin.revoked", "CR400", Severity.WARNING)
     RELOADED = ("admin.reloaded", "CR401", Severity.INFO)
+    POLICY_RELOADED = ("policy.reloaded", "CR402", Severity.INFO)
+    POLICY_REJECTED = ("policy.rejected", "CR403", Severity.ERROR)
 
     @property
     def name_(self) -> str:
@@ -95,6 +104,14 @@ class AuditEvent:
     detail: str | None = None
     content: str | None = None
     policy_version: str | None = None
+    categories: str | None = None
+    """Categories the policy found, comma-separated (``phone,url``)."""
+    rules: str | None = None
+    """Every rule that matched, comma-separated, when more than the deciding ``rule``."""
+    delivered: str | None = None
+    """A redacted message: the text as delivered (``content`` is what was sent)."""
+    hold: str | None = None
+    """The hold id, on a held message and on its review."""
 
     def to_record(self) -> dict[str, Any]:
         """The event as a flat map: fields that are set, plus kind and code."""

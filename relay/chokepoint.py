@@ -21,8 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from policy.decisions import Allow, Block, Kind, Route, Subject
+from policy.decisions import Alert, Allow, Block, Decision, Hold, Kind, Redact, Route, Subject
 from policy.engine import PolicyEngine
+from policy.rates import Delay, RateLimiter, Refuse
+from policy.rules import redact_hits
 from relay import authz, wire
 from relay.audit import AuditEvent, AuditSink, EventKind
 from relay.errors import AccessDenied, ErrorCode, ProtocolError, RelayError
@@ -38,12 +40,25 @@ from relay.messages import (
     ErrorFrame,
     Hand,
     Hello,
+    Holds,
+    Review,
+    ReviewList,
+    ReviewOutcome,
     SessionInfo,
 )
 from relay.pki import CertIdentity
 from relay.registry import RegistrySnapshot
+from relay.review import HeldMessage, ReviewQueue
 from relay.schedule import ScheduledClass
-from relay.session import CloseRequest, Delivery, LiveSession, Outcome, SessionState
+from relay.session import (
+    CloseRequest,
+    Delivery,
+    Flag,
+    LiveSession,
+    Outcome,
+    PolicyNote,
+    SessionState,
+)
 
 log = logging.getLogger("relay.chokepoint")
 
@@ -113,6 +128,21 @@ class RelayState:
     join_late: dt.timedelta
     sessions: dict[str, LiveSession] = field(default_factory=dict)
     connections_by_principal: dict[str, set[int]] = field(default_factory=dict)
+    holds: ReviewQueue = field(init=False)
+    rates: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.holds = ReviewQueue(self.limits.max_holds_per_session)
+        self.rates = RateLimiter(self.policy.rates)
+
+    def use_policy(self, policy: PolicyEngine) -> None:
+        """Decide with ``policy`` from now on (rate-limit levels carry over)."""
+        self.policy = policy
+        self.rates.configure(policy.rates)
+
+
+_RATE_KINDS: dict[type, Kind] = {Chat: Kind.CHAT, Hand: Kind.HAND}
+"""Message types the policy's rate limits ([rate.KIND]) apply to."""
 
 
 _FATAL = frozenset(
@@ -217,6 +247,19 @@ class ChokePoint:
             ack = Delivery(wire.encode_server(previous), (conn.id,))
             await self._submit(session, Outcome(deliveries=(ack,)))
             return
+        kind = _RATE_KINDS.get(type(msg))
+        if kind is not None and session.state is SessionState.OPEN:
+            verdict = self.state.rates.check(who.pid, session.id, kind, now)
+            if isinstance(verdict, Delay):
+                # Throttled: this connection's next frames wait too (read side paused).
+                await asyncio.sleep(verdict.seconds)
+                now = self.clock()
+            elif isinstance(verdict, Refuse):
+                refused = session.refuse(
+                    who, conn.id, msg.id, ErrorCode.RATE_LIMITED, verdict.reason, now
+                )
+                await self._submit(session, refused)
+                return
         outcome = self._decide(conn, session, who, msg, now)
         waiting = self._hand_over(session, outcome)
         if waiting is not None:
@@ -272,7 +315,69 @@ class ChokePoint:
 
     async def end_session(self, session: LiveSession, by: str, reason: str) -> None:
         """Staff, the administrator or the schedule end a class."""
-        await self._submit(session, session.end(by, reason, self.clock()))
+        now = self.clock()
+        outcome = self._close_holds(
+            self.state.holds.take_session(session.id),
+            ReviewOutcome.REJECTED,
+            f"the class ended before review ({reason})",
+            now,
+        )
+        await self._submit(session, outcome + session.end(by, reason, now))
+
+    # -- review of held messages ------------------------------------------------------------
+
+    async def review(self, hold: str, approve: bool, by: str, reason: str) -> str:
+        """Staff (or the administrator) decide a held message. Returns what happened.
+
+        Raises :class:`AccessDenied` (``unknown_hold``) when nothing waits under ``hold``.
+        """
+        held = self.state.holds.get(hold)
+        session = self.state.sessions.get(held.session) if held else None
+        if held is None or session is None or session.state is SessionState.ENDED:
+            raise AccessDenied(ErrorCode.UNKNOWN_HOLD, f"'{hold}'")
+        self.state.holds.take(hold)
+        outcome = ReviewOutcome.APPROVED if approve else ReviewOutcome.REJECTED
+        await self._submit(session, session.review(held, outcome, by, reason, self.clock()))
+        sender = held.sender.pid
+        if approve:
+            return f"Approved: the message of {sender} was delivered to class {session.id}."
+        return f"Rejected: the message of {sender} was not delivered; its sender was told."
+
+    def pending_holds(self, session: str | None = None) -> tuple[HeldMessage, ...]:
+        return self.state.holds.pending(session)
+
+    async def expire_holds(self) -> int:
+        """Held messages nobody reviewed in time are rejected as expired (the ticker)."""
+        now = self.clock()
+        expired = self.state.holds.take_expired(now)
+        if expired:
+            minutes = self.state.policy.review_expiry_s / 60
+            reason = f"not reviewed within {minutes:g} minutes"
+            for session_id in dict.fromkeys(h.session for h in expired):
+                mine = [h for h in expired if h.session == session_id]
+                session = self.state.sessions.get(session_id)
+                outcome = self._close_holds(mine, ReviewOutcome.EXPIRED, reason, now)
+                await self._submit(session, outcome)
+        return len(expired)
+
+    async def expire_all_holds(self, reason: str) -> None:
+        """The relay stops: every pending hold is recorded as expired."""
+        now = self.clock()
+        for held in self.state.holds.take_all():
+            session = self.state.sessions.get(held.session)
+            await self._submit(
+                session, self._close_holds([held], ReviewOutcome.EXPIRED, reason, now)
+            )
+
+    def _close_holds(
+        self, holds: list[HeldMessage], outcome: ReviewOutcome, reason: str, now: float
+    ) -> Outcome:
+        result = Outcome()
+        for held in holds:
+            session = self.state.sessions.get(held.session)
+            if session is not None:
+                result += session.review(held, outcome, "relay", reason, now)
+        return result
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -312,6 +417,8 @@ class ChokePoint:
             ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=session.seq)
             acked = Outcome(deliveries=(Delivery(wire.encode_server(ack), (conn.id,)),))
             return acked + session.end(who.pid, msg.reason, now)
+        if isinstance(msg, ReviewList | Review):
+            return self._staff_review(conn, session, who, msg, now)
         if session.state is SessionState.PAUSED:
             raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
         if conn.bucket is not None and not conn.bucket.take(now):
@@ -346,34 +453,146 @@ class ChokePoint:
         )
         policy = self.state.policy
         decision = policy.decide(subject)
-        if not isinstance(decision, Allow):
-            # Deny by default: anything but an explicit Allow is refused.
-            route = isinstance(decision, Block) and decision.route_refused
-            code = ErrorCode.ROUTE_REFUSED if route else ErrorCode.POLICY_BLOCKED
-            return session.refuse(
+        if isinstance(decision, Allow):
+            return session.chat(
                 who,
                 conn.id,
                 msg.id,
-                code,
-                decision.reason,
+                msg.channel,
+                msg.text,
+                msg.to,
                 now,
                 rule=decision.rule,
                 policy_version=policy.version,
-                content=msg.text,
-                channel=msg.channel.value,
-                recipient=msg.to,
             )
-        return session.chat(
+        return self._chat_decided(conn, session, who, msg, now, decision)
+
+    def _chat_decided(
+        self,
+        conn: Connection,
+        session: LiveSession,
+        who: Participant,
+        msg: Chat,
+        now: float,
+        decision: Decision,
+    ) -> Outcome:
+        """A chat message the policy did not simply allow."""
+        policy = self.state.policy
+        if isinstance(decision, Redact | Alert):
+            redacted = isinstance(decision, Redact)
+            if not redacted:
+                log.warning(
+                    "alert in class %s: message %s of %s matched %s (%s)",
+                    session.id,
+                    msg.id,
+                    who.pid,
+                    decision.rule,
+                    ", ".join(decision.categories),
+                )
+            note = PolicyNote(
+                flag=Flag.REDACTED if redacted else Flag.ALERT,
+                reason=decision.reason,
+                categories=decision.categories,
+                rules=decision.rules,
+                original=msg.text if redacted else None,
+            )
+            return session.chat(
+                who,
+                conn.id,
+                msg.id,
+                msg.channel,
+                decision.text if isinstance(decision, Redact) else msg.text,
+                msg.to,
+                now,
+                rule=decision.rule,
+                policy_version=policy.version,
+                note=note,
+            )
+        if isinstance(decision, Hold):
+            return self._hold(conn, session, who, msg, now, decision)
+        # Deny by default: a Block, and anything that is not one of the decisions above.
+        route = isinstance(decision, Block) and decision.route_refused
+        return session.refuse(
             who,
             conn.id,
             msg.id,
-            msg.channel,
-            msg.text,
-            msg.to,
+            ErrorCode.ROUTE_REFUSED if route else ErrorCode.POLICY_BLOCKED,
+            decision.reason,
             now,
             rule=decision.rule,
             policy_version=policy.version,
+            content=msg.text,
+            channel=msg.channel.value,
+            recipient=msg.to,
         )
+
+    def _hold(
+        self,
+        conn: Connection,
+        session: LiveSession,
+        who: Participant,
+        msg: Chat,
+        now: float,
+        decision: Hold,
+    ) -> Outcome:
+        policy = self.state.policy
+        expiry = policy.review_expiry_s
+        held = HeldMessage(
+            hold=self.state.holds.new_id(session.id),
+            session=session.id,
+            sender=who,
+            msg_id=msg.id,
+            channel=msg.channel,
+            to=msg.to,
+            text=msg.text,
+            time=now,
+            expires=now + expiry,
+            rule=decision.rule,
+            reason=decision.reason,
+            categories=decision.categories,
+            policy_version=policy.version,
+            deliver=redact_hits(msg.text, decision.hits),
+        )
+        self.state.holds.add(held)  # AccessDenied when the class's queue is full
+        ack_text = (
+            f"Held for review: {decision.reason}. Security staff will approve or reject it "
+            f"within {expiry / 60:g} minutes (unreviewed, it is not delivered); "
+            "you will be told the outcome."
+        )
+        return session.hold(held, conn.id, now, ack_text)
+
+    def _staff_review(
+        self,
+        conn: Connection,
+        session: LiveSession,
+        who: Participant,
+        msg: ReviewList | Review,
+        now: float,
+    ) -> Outcome:
+        if who.role is not ParticipantRole.STAFF:
+            raise AccessDenied(ErrorCode.NOT_PERMITTED, "only security staff review held messages")
+        if isinstance(msg, ReviewList):
+            holds = self.state.holds.pending(session.id)
+            listed = Holds(ref=msg.id, holds=tuple(h.info() for h in holds))
+            record = AuditEvent(
+                kind=EventKind.REVIEW_LISTED,
+                time=now,
+                session=session.id,
+                actor=who.pid,
+                msg_id=msg.id,
+                detail=f"{len(holds)} message(s) waiting",
+            )
+            return Outcome((record,), (Delivery(wire.encode_server(listed), (conn.id,)),))
+        held = self.state.holds.get(msg.hold)
+        if held is None or held.session != session.id:
+            raise AccessDenied(ErrorCode.UNKNOWN_HOLD, f"'{msg.hold}' in class {session.id}")
+        if session.state is SessionState.PAUSED and msg.approve:
+            raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
+        self.state.holds.take(msg.hold)
+        outcome = ReviewOutcome.APPROVED if msg.approve else ReviewOutcome.REJECTED
+        reviewed = session.review(held, outcome, who.pid, msg.reason, now)
+        ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=session.seq, time=now)
+        return Outcome(deliveries=(Delivery(wire.encode_server(ack), (conn.id,)),)) + reviewed
 
     def _hand(
         self, conn: Connection, session: LiveSession, who: Participant, msg: Hand, now: float

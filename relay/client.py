@@ -36,6 +36,7 @@ from relay.limits import DEFAULT_LIMITS
 from relay.messages import (
     Ack,
     AckStatus,
+    AlertNotice,
     Bye,
     Channel,
     Chat,
@@ -45,10 +46,15 @@ from relay.messages import (
     ErrorFrame,
     Hand,
     HandEvent,
+    HeldNotice,
     Hello,
+    Holds,
     ParticipantInfo,
     PresenceChange,
     PresenceEvent,
+    Review,
+    Reviewed,
+    ReviewList,
     ServerMessage,
     SessionEnded,
     Welcome,
@@ -149,7 +155,7 @@ class RelayClient:
         self._ssl = self.bundle.client_ssl_context(self.bundle_path)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
-        self._pending: dict[str, tuple[ClientMessage, asyncio.Future[Ack]]] = {}
+        self._pending: dict[str, tuple[ClientMessage, asyncio.Future[Ack | Holds]]] = {}
         self._events: asyncio.Queue[ServerMessage] = asyncio.Queue(event_queue_limit)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -241,6 +247,13 @@ class RelayClient:
         return f"{self._id_prefix}-{next(self._ids)}"
 
     async def _request(self, msg: ClientMessage) -> Ack:
+        answer = await self._ask(msg)
+        if not isinstance(answer, Ack):
+            raise ClientError(f"the relay answered '{msg.id}' with an unexpected frame")
+        return answer
+
+    async def _ask(self, msg: ClientMessage) -> Ack | Holds:
+        """Send ``msg`` (again after each reconnect) until the relay answers it."""
         if self.error is not None:
             raise self.error
         size = len(wire.encode_client(msg))
@@ -249,7 +262,7 @@ class RelayClient:
                 f"the message was not sent: it is {size} bytes encoded and the protocol "
                 f"limit is {DEFAULT_LIMITS.max_frame_bytes}. What to do: send it in parts."
             )
-        fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Ack | Holds] = asyncio.get_running_loop().create_future()
         self._pending[msg.id] = (msg, fut)
         ws = self._ws
         if ws is not None and self._connected.is_set():
@@ -277,6 +290,24 @@ class RelayClient:
     async def end_session(self, reason: str) -> Ack:
         """Staff only: end the class for everyone."""
         return await self._request(EndSession(id=self._new_id(), reason=reason))
+
+    async def review_list(self) -> Holds:
+        """Staff only: the class's messages that wait for review.
+
+        Raises :class:`ClientError` with the relay's reason when it refuses.
+        """
+        answer = await self._ask(ReviewList(id=self._new_id()))
+        if isinstance(answer, Ack):
+            raise ClientError(answer.text or "the relay refused to list held messages")
+        return answer
+
+    async def review(self, hold: str, *, approve: bool, reason: str = "") -> Ack:
+        """Staff only: approve (deliver, marked as approved late) or reject a held message."""
+        try:
+            msg = Review(id=self._new_id(), hold=hold, approve=approve, reason=reason)
+        except ValueError as exc:
+            raise ClientError(f"nothing was decided: {exc}") from exc
+        return await self._request(msg)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -459,10 +490,11 @@ class RelayClient:
                 if not fut.done():
                     await ws.send_bytes(wire.encode_client(msg))
             return
-        if isinstance(event, Ack):
+        if isinstance(event, Ack | Holds):
             entry = self._pending.pop(event.ref, None)
             if entry is not None:
-                await self._own_message(entry[0], event)
+                if isinstance(event, Ack):
+                    await self._own_message(entry[0], event)
                 if not entry[1].done():
                     entry[1].set_result(event)
             return
@@ -497,10 +529,14 @@ class RelayClient:
             elif isinstance(event, HandEvent):
                 (self.hands.add if event.raised else self.hands.discard)(event.who)
             await self._emit(event)
+            return
+        if isinstance(event, HeldNotice | Reviewed | AlertNotice):
+            # Review traffic: not sequenced (a reconnect does not replay it).
+            await self._emit(event)
 
     async def _own_message(self, msg: ClientMessage, ack: Ack) -> None:
         """The relay sends no echo of our own chat messages: show them from the ack."""
-        if not isinstance(msg, Chat) or ack.status is not AckStatus.DELIVERED:
+        if not isinstance(msg, Chat) or ack.status not in _SHOWN_OWN:
             return
         if ack.seq is None or ack.seq <= self.last_seq or self.me is None:
             return  # already seen, in a replay after a reconnect
@@ -510,7 +546,7 @@ class RelayClient:
             id=msg.id,
             sender=self.me.pid,
             channel=msg.channel,
-            text=msg.text,
+            text=ack.redacted if ack.redacted is not None else msg.text,
             time=ack.time if ack.time is not None else time.time(),
             to=msg.to,
         )
@@ -520,8 +556,16 @@ class RelayClient:
         await self._events.put(event)
 
 
+_SHOWN_OWN = frozenset({AckStatus.DELIVERED, AckStatus.REDACTED})
+"""Acks of own chat messages that the others received (as sent, or redacted)."""
+
+
 def describe_ack(ack: Ack) -> str:
     """One line for a person: what the relay decided about a message."""
     if ack.status is AckStatus.DELIVERED:
         return f"delivered (seq {ack.seq})"
+    if ack.status is AckStatus.REDACTED:
+        return f"delivered redacted (seq {ack.seq}): {ack.text}"
+    if ack.status is AckStatus.HELD:
+        return f"held for review (hold {ack.hold}): {ack.text}"
     return f"{ack.status.value}: {ack.text or ack.error}"

@@ -3,7 +3,8 @@
 The socket is a Unix domain socket at ``<home>/run/control.sock`` (directory mode 0700,
 socket mode 0600): only the relay's own account on the relay host can use it. It speaks
 HTTP with JSON bodies: ``POST /v1/<op>`` where op is ``revoke``, ``reload``,
-``end_session`` or ``status``. See docs/operations.md.
+``reload_policy``, ``end_session``, ``status``, ``review_list`` or ``review``. See
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from relay.errors import ControlError, RelayError
+from relay.errors import ControlError, ControlRefused, RelayError
 from relay.home import FacilityHome
+from relay.messages import HeldInfo
 
 if TYPE_CHECKING:
     from relay.server import Relay
@@ -70,11 +72,69 @@ async def _status(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, **relay.status()}
 
 
+async def _reload_policy(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
+    version = await relay.reload_policy()
+    return {"ok": True, "version": version, "message": f"policy {version} in force"}
+
+
+async def _review_list(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
+    session = body.get("session")
+    if session is not None and not isinstance(session, str):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"ok": False, "message": "'session' must be a string"}),
+            content_type="application/json",
+        )
+    holds = relay.chokepoint.pending_holds(session)
+    await relay.record_review_listing(session, len(holds), _by(body))
+    return {"ok": True, "holds": [held_record(h.info(), h.session) for h in holds]}
+
+
+async def _review(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
+    hold = _arg(body, "hold")
+    approve = body.get("approve")
+    if not isinstance(approve, bool):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"ok": False, "message": "'approve' must be true or false"}),
+            content_type="application/json",
+        )
+    reason = str(body.get("reason") or "")
+    if not approve and not reason.strip():
+        return {"ok": False, "message": "a reason is required to reject a held message"}
+    message = await relay.chokepoint.review(hold, approve, _by(body), reason)
+    return {"ok": True, "message": message}
+
+
+def _by(body: dict[str, Any]) -> str:
+    by = str(body.get("by") or "admin")
+    return f"admin:{by}" if ":" not in by else by
+
+
+def held_record(h: HeldInfo, session: str) -> dict[str, Any]:
+    """A held message as JSON (``review list --json``, the control socket)."""
+    return {
+        "hold": h.hold,
+        "session": session,
+        "ref": h.ref,
+        "from": h.sender,
+        "channel": h.channel.value,
+        "to": h.to,
+        "text": h.text,
+        "time": h.time,
+        "expires": h.expires,
+        "rule": h.rule,
+        "reason": h.reason,
+        "categories": list(h.categories),
+    }
+
+
 _OPS: dict[str, Callable[[Relay, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "revoke": _revoke,
     "reload": _reload,
     "end_session": _end_session,
     "status": _status,
+    "reload_policy": _reload_policy,
+    "review_list": _review_list,
+    "review": _review,
 }
 
 
@@ -188,5 +248,5 @@ def request_control(
     if not isinstance(result, dict):
         raise ControlError(f"the relay answered {response.status} with {result!r}")
     if not result.get("ok", False):
-        raise ControlError(str(result.get("message") or f"the relay refused '{op}'"))
+        raise ControlRefused(str(result.get("message") or f"the relay refused '{op}'"))
     return result

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from policy.engine import DEFAULT_POLICY_TOML
+from policy.engine import DEFAULT_POLICY_TOML, default_policy_files
 from relay import limits as limits_module
 from relay import pki
 from relay.errors import ConfigError, CredentialError
@@ -702,7 +702,8 @@ def init_facility(
     for listener, (key_pem, cert_pem) in servers.items():
         atomic_write(home.server_key_file(listener), key_pem.encode("ascii"))
         atomic_write(home.server_cert_file(listener), cert_pem.encode("ascii"))
-    atomic_write(home.policy_toml, DEFAULT_POLICY_TOML.encode("utf-8"))
+    for name, text in default_policy_files().items():
+        atomic_write(home.root / name, text.encode("utf-8"))
     atomic_write(home.registry_file, empty_registry_text().encode("utf-8"))
     atomic_write(home.schedule_file, empty_schedule_text().encode("utf-8"))
     # Written last: its presence is what makes the directory a facility home.

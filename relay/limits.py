@@ -53,9 +53,12 @@ class Limits:
     send_queue_limit: int = 8_192
     """Frames queued for one slow receiver before it is disconnected."""
     msgs_per_second: float = 20.0
-    """Sustained chat/hand messages per second per participant."""
+    """Sustained chat and hand messages per second per connection (a flood guard below the
+    policy's per-person and per-class rate limits, policy.toml [rate.KIND])."""
     msgs_burst: int = 40
-    """Burst allowance for the per-participant message rate."""
+    """Burst allowance for the per-connection message rate."""
+    max_holds_per_session: int = 200
+    """Messages of one class waiting for staff review; more would-be holds are refused."""
     # -- learners --------------------------------------------------------------------
     pin_failures_before_lockout: int = 5
     """Wrong PINs in a row before a learner is locked out."""

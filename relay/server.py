@@ -33,7 +33,7 @@ from policy.engine import PolicyEngine, load_policy
 from relay import authz, wire
 from relay.audit import AuditEvent, AuditSink, EventKind, JsonlAuditSink
 from relay.chokepoint import ChokePoint, Connection, RelayState, next_connection_id
-from relay.errors import AccessDenied, AuditError, ErrorCode, RelayError
+from relay.errors import AccessDenied, AuditError, ConfigError, ErrorCode, RelayError
 from relay.home import FacilityHome, RelayConfig
 from relay.identity import Listener
 from relay.messages import ErrorFrame
@@ -506,6 +506,7 @@ class Relay:
         for runner in self._runners:
             await runner.cleanup()
         with contextlib.suppress(AuditError):
+            await self.chokepoint.expire_all_holds("the relay stopped before review")
             await self.record(AuditEvent(kind=EventKind.RELAY_STOPPED, time=self.clock()))
         for task in list(self._tasks):
             task.cancel()
@@ -631,13 +632,63 @@ class Relay:
         return cut
 
     async def reload(self) -> str:
+        """Re-read registry, schedule and policy (``reload``, SIGHUP)."""
         self._registry_seen = self._registry()
         self._schedule()
-        self.state.policy = load_policy(self.home.policy_toml)
         await self._recheck_connections()
-        detail = f"registry, schedule and policy {self.state.policy.version} reloaded"
+        try:
+            version = await self.reload_policy()
+            policy = f"policy {version}"
+        except ConfigError as exc:
+            policy = f"the policy was NOT reloaded ({exc}); policy {self.state.policy.version} "
+            policy += "stays in force"
+        detail = f"registry and schedule reloaded; {policy}"
         await self.record(AuditEvent(kind=EventKind.RELOADED, time=self.clock(), detail=detail))
         return detail
+
+    async def reload_policy(self) -> str:
+        """Re-read policy.toml. An invalid file is refused (:class:`ConfigError`, recorded)
+        and the policy in force stays: the relay never runs without a good policy."""
+        old = self.state.policy.version
+        try:
+            policy = load_policy(self.home.policy_toml)
+        except ConfigError as exc:
+            log.error("policy reload refused, policy %s stays in force: %s", old, exc)
+            await self.record(
+                AuditEvent(
+                    kind=EventKind.POLICY_REJECTED,
+                    time=self.clock(),
+                    decision="refused",
+                    policy_version=old,
+                    detail=f"{exc}; policy {old} stays in force",
+                )
+            )
+            raise
+        self.state.use_policy(policy)
+        log.info("policy %s in force (was %s)", policy.version, old)
+        await self.record(
+            AuditEvent(
+                kind=EventKind.POLICY_RELOADED,
+                time=self.clock(),
+                policy_version=policy.version,
+                detail=f"policy {policy.version} replaces {old}"
+                if policy.version != old
+                else f"policy {old} re-read, unchanged",
+            )
+        )
+        return policy.version
+
+    async def record_review_listing(self, session: str | None, count: int, by: str) -> None:
+        """Staff reads of held messages are themselves recorded."""
+        await self.record(
+            AuditEvent(
+                kind=EventKind.REVIEW_LISTED,
+                time=self.clock(),
+                session=session,
+                actor=by,
+                detail=f"{count} message(s) waiting" + ("" if session else " (all classes)"),
+            )
+        )
 
     async def end_session(self, session_id: str, by: str, reason: str) -> bool:
         session = self.state.sessions.get(session_id)
@@ -702,6 +753,7 @@ class Relay:
                         "the certificate expired",
                         EventKind.CONNECTION_CLOSED,
                     )
+        await self.chokepoint.expire_holds()
         now_ts = self.clock()
         late = self.config.join_late.total_seconds()
         for session in list(self.state.sessions.values()):
@@ -842,6 +894,20 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with running_relay(home, outside=outside, inside=inside) as relay:
+            reloads: set[asyncio.Task[None]] = set()
+
+            async def reload_on_hangup() -> None:
+                try:
+                    log.info("SIGHUP: %s", await relay.reload())
+                except RelayError as exc:
+                    log.error("SIGHUP: reload failed: %s", exc)
+
+            def hangup() -> None:
+                task = loop.create_task(reload_on_hangup())
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, hangup)
             addrs = relay.addresses
             assert addrs is not None
             print(
@@ -849,6 +915,8 @@ def serve(
                 f"  outside (instructors): {addrs.outside[0]}:{addrs.outside[1]}\n"
                 f"  inside (machines, staff): {addrs.inside[0]}:{addrs.inside[1]}\n"
                 f"  control socket: {home.control_socket}\n"
+                f"  policy: {relay.state.policy.version} (reload: SIGHUP or "
+                "'classroom-relay policy reload')\n"
                 "Stop with Ctrl-C.",
                 flush=True,
             )

@@ -24,18 +24,23 @@ from relay.limits import Limits
 from relay.messages import (
     Ack,
     AckStatus,
+    AlertNotice,
     Channel,
     ChatEvent,
     ErrorFrame,
     HandEvent,
+    HeldNotice,
     ParticipantInfo,
     PresenceChange,
     PresenceEvent,
+    Reviewed,
+    ReviewOutcome,
     SequencedEvent,
     SessionEnded,
     SessionInfo,
     Welcome,
 )
+from relay.review import HeldMessage
 
 
 class SessionState(enum.Enum):
@@ -93,6 +98,31 @@ class _HistoryItem:
 class _Member:
     participant: Participant
     conn: int
+
+
+class Flag(enum.Enum):
+    """How a delivered chat message differs from a plain one."""
+
+    REDACTED = "redacted"
+    """Parts were replaced; the audit record keeps the original."""
+    ALERT = "alert"
+    """Delivered as sent; security staff are notified."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyNote:
+    """What the policy said about a chat message that is delivered but not plainly."""
+
+    flag: Flag
+    reason: str
+    categories: tuple[str, ...]
+    rules: tuple[str, ...]
+    original: str | None = None
+    """REDACTED: the text as sent (the delivered text is the redacted one)."""
+
+    def __post_init__(self) -> None:
+        if (self.flag is Flag.REDACTED) != (self.original is not None):
+            raise ValueError("a redacted message, and only it, keeps its original text")
 
 
 def participant_info(p: Participant) -> ParticipantInfo:
@@ -159,6 +189,11 @@ class LiveSession:
         learner = who.name if who.machine is not None else None
         return AuditEvent(kind, now, self.info.id, who.pid, who.machine, learner, **kw)  # type: ignore[arg-type]
 
+    def staff_conns(self) -> tuple[int, ...]:
+        return tuple(
+            m.conn for m in self._members.values() if m.participant.role is ParticipantRole.STAFF
+        )
+
     def _recipients(self, visible_to: frozenset[str] | None, exclude: int) -> tuple[int, ...]:
         if visible_to is None:
             conns = self._everyone_but.get(exclude)
@@ -181,6 +216,22 @@ class LiveSession:
         if len(self._history) > self.limits.history_limit:
             self._history.popleft()
         return Delivery(frame, self._recipients(visible_to, exclude))
+
+    def _new_chat(
+        self,
+        sender: str,
+        msg_id: str,
+        channel: Channel,
+        text: str,
+        to: str | None,
+        now: float,
+        approved_by: str | None = None,
+        sent: float | None = None,
+    ) -> tuple[ChatEvent, frozenset[str] | None]:
+        """The next chat event, and who may see it (None: the whole class)."""
+        self.seq += 1
+        event = ChatEvent(self.seq, msg_id, sender, channel, text, now, to, approved_by, sent)
+        return event, (None if channel is Channel.CLASS else frozenset({sender, to or ""}))
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -326,13 +377,15 @@ class LiveSession:
         *,
         rule: str,
         policy_version: str,
+        note: PolicyNote | None = None,
     ) -> Outcome:
-        """Deliver an allowed chat message."""
-        seq = self._next_seq()
-        event = ChatEvent(
-            seq=seq, id=msg_id, sender=who.pid, channel=channel, text=text, time=now, to=to
-        )
-        visible = None if channel is Channel.CLASS else frozenset({who.pid, to or ""})
+        """Deliver an allowed chat message (``note``: redacted, or to be alerted)."""
+        if note is not None:
+            return self._noted_chat(
+                who, conn, msg_id, channel, text, to, now, rule, policy_version, note
+            )
+        event, visible = self._new_chat(who.pid, msg_id, channel, text, to, now)
+        seq = event.seq
         ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq, time=now)
         self._remember_ack(who.pid, ack)
         record = AuditEvent(
@@ -358,6 +411,162 @@ class LiveSession:
             self._sequence(event, visible, exclude=conn),
         )
         return Outcome((record,), deliveries)
+
+    def _noted_chat(
+        self,
+        who: Participant,
+        conn: int,
+        msg_id: str,
+        channel: Channel,
+        text: str,
+        to: str | None,
+        now: float,
+        rule: str,
+        policy_version: str,
+        note: PolicyNote,
+    ) -> Outcome:
+        event, visible = self._new_chat(who.pid, msg_id, channel, text, to, now)
+        seq = event.seq
+        deliveries: list[Delivery] = []
+        if note.flag is Flag.REDACTED:
+            ack = Ack(
+                ref=msg_id,
+                status=AckStatus.REDACTED,
+                seq=seq,
+                time=now,
+                text=f"Part of your message was replaced before delivery: {note.reason}. "
+                "The others received the text with [redacted:...] in its place; "
+                "rephrase without it if it mattered.",
+                redacted=text,
+            )
+            kind, decision = EventKind.MESSAGE_REDACTED, "redacted"
+        else:
+            ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq, time=now)
+            kind, decision = EventKind.MESSAGE_ALERT, "delivered, staff alerted"
+            alert = AlertNotice(
+                ref=msg_id,
+                seq=seq,
+                sender=who.pid,
+                rule=rule,
+                reason=note.reason,
+                categories=note.categories,
+                time=now,
+            )
+            staff = tuple(c for c in self.staff_conns() if c != conn)
+            if staff:
+                deliveries.append(Delivery(wire.encode_server(alert), staff))
+        self._remember_ack(who.pid, ack)
+        record = self._event(
+            kind,
+            now,
+            who,
+            msg_id=msg_id,
+            seq=seq,
+            channel=channel.value,
+            recipient=to,
+            decision=decision,
+            rule=rule,
+            rules=",".join(note.rules) if len(note.rules) > 1 else None,
+            categories=",".join(note.categories) or None,
+            detail=note.reason,
+            content=note.original if note.original is not None else text,
+            delivered=text if note.original is not None else None,
+            policy_version=policy_version,
+        )
+        deliveries[:0] = [
+            Delivery(wire.encode_server(ack), (conn,)),
+            self._sequence(event, visible, exclude=conn),
+        ]
+        return Outcome((record,), tuple(deliveries))
+
+    def hold(self, held: HeldMessage, conn: int, now: float, ack_text: str) -> Outcome:
+        """``held`` waits for review: its sender is told, staff present see it."""
+        code = ErrorCode.HELD
+        ack = Ack(
+            ref=held.msg_id,
+            status=AckStatus.HELD,
+            code=code.number,
+            error=code.slug,
+            text=ack_text,
+            hold=held.hold,
+        )
+        self._remember_ack(held.sender.pid, ack)
+        record = self._event(
+            EventKind.MESSAGE_HELD,
+            now,
+            held.sender,
+            msg_id=held.msg_id,
+            channel=held.channel.value,
+            recipient=held.to,
+            decision="held",
+            rule=held.rule,
+            categories=",".join(held.categories) or None,
+            detail=held.reason,
+            content=held.text,
+            hold=held.hold,
+            policy_version=held.policy_version,
+        )
+        deliveries = [Delivery(wire.encode_server(ack), (conn,))]
+        staff = self.staff_conns()
+        if staff:
+            deliveries.append(Delivery(wire.encode_server(HeldNotice(held.info())), staff))
+        return Outcome((record,), tuple(deliveries))
+
+    def review(
+        self, held: HeldMessage, outcome: ReviewOutcome, by: str, reason: str, now: float
+    ) -> Outcome:
+        """Staff decided ``held`` (or it expired). Approved: delivered now, marked late."""
+        deliveries: list[Delivery] = []
+        seq: int | None = None
+        if outcome is ReviewOutcome.APPROVED:
+            event, visible = self._new_chat(
+                held.sender.pid,
+                held.msg_id,
+                held.channel,
+                held.deliver,
+                held.to,
+                now,
+                by,
+                held.time,
+            )
+            seq = event.seq
+            deliveries.append(self._sequence(event, visible))
+        notice = Reviewed(
+            hold=held.hold,
+            ref=held.msg_id,
+            outcome=outcome,
+            by=by,
+            reason=reason,
+            time=now,
+            seq=seq,
+        )
+        told = set(self.staff_conns())
+        sender_conn = self.member_conn(held.sender.pid)
+        if sender_conn is not None:
+            told.add(sender_conn)
+        if told:
+            deliveries.append(Delivery(wire.encode_server(notice), tuple(sorted(told))))
+        kind = {
+            ReviewOutcome.APPROVED: EventKind.REVIEW_APPROVED,
+            ReviewOutcome.REJECTED: EventKind.REVIEW_REJECTED,
+            ReviewOutcome.EXPIRED: EventKind.REVIEW_EXPIRED,
+        }[outcome]
+        record = AuditEvent(
+            kind=kind,
+            time=now,
+            session=self.id,
+            actor=by,
+            msg_id=held.msg_id,
+            seq=seq,
+            channel=held.channel.value,
+            recipient=held.to,
+            decision=outcome.value,
+            rule=held.rule,
+            detail=f"message of {held.sender.pid}: {reason}" if reason else None,
+            hold=held.hold,
+            delivered=held.deliver if seq is not None and held.deliver != held.text else None,
+        )
+        return Outcome((record,), tuple(deliveries))
 
     def hand(
         self, who: Participant, conn: int, msg_id: str, target: str, raised: bool, now: float

@@ -75,6 +75,12 @@ class Facility:
         lines.insert(at + 1, "".join(f"{k} = {v!r}\n" for k, v in limits.items()))
         path.write_text("".join(lines))
 
+    def raise_policy_chat_rate(self) -> None:
+        """Lift the policy's chat rate limits (policy.toml [rate.chat]) for load tests."""
+        from relay.bench import raise_policy_chat_rate
+
+        raise_policy_chat_rate(self.home)
+
     def audit_records(self) -> list[dict[str, Any]]:
         path = self.home.audit_dir / "events.jsonl"
         if not path.exists():

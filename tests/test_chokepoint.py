@@ -27,7 +27,14 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "hand": ("learner", {"t": "hand", "id": "s-hand", "raised": True}),
     "end_session": ("staff", {"t": "end_session", "id": "s-end", "reason": "drill"}),
     "bye": ("learner", {"t": "bye", "id": "s-bye"}),
+    "review_list": ("staff", {"t": "review_list", "id": "s-list"}),
+    "review": (
+        "staff",
+        {"t": "review", "id": "s-review", "hold": "py101.h1-0000", "approve": True},
+    ),
 }
+ANSWERED_TO_SENDER = {"review_list": "review.listed", "review": "message.refused"}
+"""Types whose effect only the sender sees: its answer, recorded before it arrives."""
 
 
 def test_every_message_type_has_a_sample() -> None:
@@ -92,6 +99,16 @@ async def test_each_type_is_recorded_before_anything_is_delivered(
                 break
         before = len(spy.records())
         await sender.send(frame)
+    if kind in ANSWERED_TO_SENDER:
+        answer = await sender.recv(5)
+        while answer["t"] not in ("holds", "ack", "<closed>"):  # replayed history first
+            answer = await sender.recv(5)
+        assert answer["t"] in ("holds", "ack"), answer
+        assert answer.get("ref") == frame["id"], answer
+        assert any(r["kind"] == ANSWERED_TO_SENDER[kind] for r in spy.records()[before:])
+        await sender_ctx.__aexit__(None, None, None)
+        await observer_ctx.__aexit__(None, None, None)
+        return
     # The observer sees the effect (chat, presence, hand, end); at that moment the
     # record of the message that caused it is already in the log.
     got = await observer.recv(5)

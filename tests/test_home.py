@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from policy.engine import DEFAULT_LEXICON_TXT, default_policy, load_policy
 from relay import home as home_mod
 from relay import pki
 from relay.bundle import Bundle, load_bundle, write_bundle
@@ -257,6 +258,7 @@ def test_init_creates_every_file_private(facility: FacilityHome) -> None:
     files = [
         facility.relay_toml,
         facility.policy_toml,
+        facility.root / "lexicon.txt",
         facility.registry_file,
         facility.schedule_file,
         facility.ca_cert_file,
@@ -267,6 +269,8 @@ def test_init_creates_every_file_private(facility: FacilityHome) -> None:
     for path in files:
         assert _mode(path) == 0o600, path
     assert facility.policy_toml.read_text() == DEFAULT_POLICY_TOML
+    assert (facility.root / "lexicon.txt").read_text() == DEFAULT_LEXICON_TXT
+    assert load_policy(facility.policy_toml).version == default_policy().version
     doc = tomllib.loads(DEFAULT_POLICY_TOML)
     assert doc["routing"] == {"learner_to_learner_direct": False}
     assert {r["id"] for r in doc["rule"]} >= {"contact.link", "contact.details"}

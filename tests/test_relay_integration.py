@@ -466,6 +466,7 @@ async def test_a_late_joiner_gets_a_history_longer_than_its_send_queue(
     facility.set_limits(
         send_queue_limit=50, history_limit=400, msgs_per_second=1e6, msgs_burst=10**6
     )
+    facility.raise_policy_chat_rate()
     async with running_relay(
         facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0), control=False
     ) as r:

@@ -199,6 +199,7 @@ async def test_a_receiver_that_stops_reading_is_cut_off_and_the_class_goes_on(
     from relay.server import running_relay
 
     facility.set_limits(send_queue_limit=20, msgs_per_second=1e6, msgs_burst=10**6)
+    facility.raise_policy_chat_rate()
     text = "x" * 3000
     async with running_relay(
         facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0), control=False
