@@ -51,13 +51,17 @@ from relay.limits import Limits
 from relay.messages import (
     Ack,
     AckStatus,
+    AlertNotice,
     Channel,
     ChatEvent,
     ErrorFrame,
     HandEvent,
+    HeldNotice,
     ParticipantInfo,
     PresenceChange,
     PresenceEvent,
+    Reviewed,
+    ReviewOutcome,
     ServerMessage,
     SessionEnded,
     Welcome,
@@ -125,6 +129,9 @@ class EventType(enum.Enum):
     HAND = "hand"
     SESSION_ENDED = "session_ended"
     ERROR = "error"
+    HELD = "held"
+    REVIEWED = "reviewed"
+    ALERT = "alert"
 
 
 def event_type(event: ServerMessage) -> EventType:
@@ -138,6 +145,12 @@ def event_type(event: ServerMessage) -> EventType:
         return EventType.SESSION_ENDED
     if isinstance(event, ErrorFrame):
         return EventType.ERROR
+    if isinstance(event, HeldNotice):
+        return EventType.HELD
+    if isinstance(event, Reviewed):
+        return EventType.REVIEWED
+    if isinstance(event, AlertNotice):
+        return EventType.ALERT
     raise ValueError(f"{type(event).__name__} is not an event a client shows")
 
 
@@ -192,9 +205,33 @@ def format_event(event: ServerMessage, now: float) -> str:
     """
     if isinstance(event, ChatEvent):
         text = clean_text(event.text)
+        if event.approved_by is not None and event.sent is not None:
+            late = f"held for review, sent {clock(event.sent)}, approved by {event.approved_by}"
+            text += f"  ({late})"
         if event.channel is Channel.DIRECT:
             return f"[{clock(event.time)}] (direct) {event.sender} -> {event.to}: {text}"
         return f"[{clock(event.time)}] #class {event.sender}: {text}"
+    if isinstance(event, HeldNotice):
+        h = event.held
+        where = f"-> {h.to}" if h.to else "-> #class"
+        return (
+            f"[{clock(h.time)}] ⏸ held for review {h.hold}: {h.sender} {where}: "
+            f"{clean_text(h.text)}\n    rule {h.rule}: {clean_text(h.reason)}; "
+            f"expires {clock(h.expires)} unless approved"
+        )
+    if isinstance(event, Reviewed):
+        outcome = {
+            ReviewOutcome.APPROVED: f"approved by {event.by} (delivered, seq {event.seq})",
+            ReviewOutcome.REJECTED: f"rejected by {event.by}",
+            ReviewOutcome.EXPIRED: "expired unreviewed",
+        }[event.outcome]
+        why = f": {clean_text(event.reason)}" if event.reason else ""
+        return f"[{clock(event.time)}] ⏵ held message {event.ref} ({event.hold}) {outcome}{why}"
+    if isinstance(event, AlertNotice):
+        return (
+            f"[{clock(event.time)}] ⚠ alert: message {event.seq} of {event.sender} matched "
+            f"{event.rule} ({', '.join(event.categories)}): {clean_text(event.reason)}"
+        )
     if isinstance(event, PresenceChange):
         verb = "joined" if event.event is PresenceEvent.JOINED else "left"
         return f"[{clock(event.time)}] * {_who_text(event.who)} {verb}"
@@ -218,7 +255,11 @@ def event_record(event: ServerMessage, *, history: bool, now: float) -> dict[str
     UTC), ``seq``, ``to`` (null where they do not apply) and ``history`` (true for events
     the relay replayed from before this client joined). Per type: chat ``id``; presence
     ``event`` and ``who`` (a participant map); hand ``who`` and ``raised``;
-    session_ended ``by``; error ``code`` and ``error``.
+    session_ended ``by``; error ``code`` and ``error``. A chat approved late after review
+    adds ``approved_by`` and ``sent``. Review traffic: held (staff; ``hold``, ``id``,
+    ``rule``, ``reason``, ``categories``, ``expires``), reviewed (``hold``, ``id``,
+    ``outcome``, ``seq``; ``from`` is the reviewer, ``text`` the reason) and alert (staff;
+    ``id``, ``rule``, ``categories``; ``text`` is the reason).
     """
     record: dict[str, Any] = {
         "type": event_type(event).value,
@@ -239,6 +280,49 @@ def event_record(event: ServerMessage, *, history: bool, now: float) -> dict[str
                 "time": utc_iso(event.time),
                 "to": event.to,
                 "id": event.id,
+            }
+        )
+        if event.approved_by is not None and event.sent is not None:
+            record.update({"approved_by": event.approved_by, "sent": utc_iso(event.sent)})
+    elif isinstance(event, HeldNotice):
+        h = event.held
+        record.update(
+            {
+                "from": h.sender,
+                "channel": h.channel.value,
+                "text": h.text,
+                "time": utc_iso(h.time),
+                "to": h.to,
+                "hold": h.hold,
+                "id": h.ref,
+                "rule": h.rule,
+                "reason": h.reason,
+                "categories": list(h.categories),
+                "expires": utc_iso(h.expires),
+            }
+        )
+    elif isinstance(event, Reviewed):
+        record.update(
+            {
+                "from": event.by,
+                "text": event.reason,
+                "time": utc_iso(event.time),
+                "hold": event.hold,
+                "id": event.ref,
+                "outcome": event.outcome.value,
+                "seq": event.seq,
+            }
+        )
+    elif isinstance(event, AlertNotice):
+        record.update(
+            {
+                "from": event.sender,
+                "text": event.reason,
+                "time": utc_iso(event.time),
+                "seq": event.seq,
+                "id": event.ref,
+                "rule": event.rule,
+                "categories": list(event.categories),
             }
         )
     elif isinstance(event, PresenceChange):
@@ -534,6 +618,10 @@ class Terminal:
         """Report the relay's decision on a message of a one-shot command."""
         if ack.status is AckStatus.DELIVERED:
             self.out(describe_ack(ack))
+            return Exit.OK
+        if ack.status is AckStatus.REDACTED:
+            self.out(f"delivered redacted (seq {ack.seq}): {clean_text(ack.redacted or '')}")
+            self.note(f"redacted: {ack.text}")
             return Exit.OK
         self.note(f"{ack.status.value}: {ack.text or ack.error}")
         return Exit.REFUSED
@@ -953,10 +1041,14 @@ When you join, the relay first replays the class's earlier events; --no-history 
 them (in --json output they carry "history": true).
 
 --json prints one JSON object per line with the keys type (chat, presence, hand,
-session_ended, error), from (participant id or null), channel (class, direct or null),
-text (or null), time (ISO 8601 UTC), seq and to (or null), history; and per type:
-chat id; presence event (joined/left) and who (pid, role, name, machine); hand who and
-raised; session_ended by; error code and error.
+session_ended, error, held, reviewed, alert), from (participant id or null), channel
+(class, direct or null), text (or null), time (ISO 8601 UTC), seq and to (or null),
+history; and per type: chat id (and approved_by, sent for a message staff approved
+after holding it); presence event (joined/left) and who (pid, role, name, machine);
+hand who and raised; session_ended by; error code and error; held (shown to staff) hold,
+id, rule, reason, categories, expires; reviewed (your held message was decided) hold,
+id, outcome (approved, rejected, expired), seq; alert (shown to staff) id, rule,
+categories.
 """
 
 

@@ -25,7 +25,7 @@ from cryptography import x509
 from policy.decisions import Kind, Route
 from relay import pki
 from relay.bundle import Bundle, write_bundle
-from relay.errors import ConfigError, ControlError, CredentialError, RelayError
+from relay.errors import ConfigError, ControlError, ControlRefused, CredentialError, RelayError
 from relay.home import (
     DEFAULT_INSIDE_BIND,
     DEFAULT_OUTSIDE_BIND,
@@ -757,6 +757,105 @@ def _choices(enum_type: Any) -> list[str]:
     return [x.value for x in enum_type]
 
 
+def cmd_policy_reload(args: argparse.Namespace, home: FacilityHome) -> int:
+    home.require()
+    from policy.engine import load_policy
+
+    try:
+        reply = _control(home, "reload_policy", {})
+    except ControlRefused as exc:
+        raise UsageError(
+            f"the running relay refused the new policy and keeps the one in force: "
+            f"{_sentence(str(exc))} Fix the file and run '{PROG} policy reload' again "
+            f"('{PROG} policy test --policy FILE' tries a file)."
+        ) from None
+    except ControlError:
+        # No relay running: still tell the administrator whether the file is good.
+        policy = load_policy(home.policy_toml)
+        _say(
+            f"The relay is not running. {home.policy_toml} is valid (policy "
+            f"{policy.version}); the relay reads it when it starts."
+        )
+        return 0
+    _say(f"The running relay now decides with policy {reply.get('version')}.")
+    return 0
+
+
+def _check_hold(text: str) -> str:
+    from relay.messages import HOLD_ID_PATTERN
+    from relay.review import session_of_hold
+
+    if not HOLD_ID_PATTERN.match(text):
+        raise UsageError(f"{text!r} is not a hold id (CLASS.hN-TAG, as '{PROG} review list' shows)")
+    try:
+        session_of_hold(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return text
+
+
+def cmd_review_list(args: argparse.Namespace, home: FacilityHome) -> int:
+    session = _check_name(args.session, "class id") if args.session else None
+    if args.bundle is not None:
+        if session is None:
+            raise UsageError(
+                "with --bundle, name the class: --session ID (staff review one class at a time)"
+            )
+        from relay.staff import list_holds
+
+        return list_holds(Path(args.bundle), args.relay, session, args.json)
+    if args.relay is not None:
+        raise UsageError("--relay goes with --bundle (reviewing as security staff)")
+    home.require()
+    try:
+        reply = _control(home, "review_list", {"session": session} if session else {})
+    except ControlRefused as exc:
+        raise UsageError(f"no held messages shown: {exc}") from None
+    except ControlError as exc:
+        raise UsageError(
+            f"no held messages to show: {_sentence(str(exc))} Held messages live in the "
+            f"running relay; start it with '{PROG} serve'."
+        ) from None
+    from classroom_client.cli import Terminal
+    from relay.staff import print_holds
+
+    holds = reply.get("holds")
+    print_holds(Terminal(PROG), holds if isinstance(holds, list) else [], args.json)
+    return 0
+
+
+def _cmd_review_decide(args: argparse.Namespace, home: FacilityHome, approve: bool) -> int:
+    hold = _check_hold(args.hold)
+    reason = args.reason or ""
+    if not approve:
+        reason = _check_reason(reason, "reason")
+    if args.bundle is not None:
+        from relay.staff import decide_hold
+
+        return decide_hold(Path(args.bundle), args.relay, hold, approve=approve, reason=reason)
+    if args.relay is not None:
+        raise UsageError("--relay goes with --bundle (reviewing as security staff)")
+    home.require()
+    try:
+        reply = _control(home, "review", {"hold": hold, "approve": approve, "reason": reason})
+    except ControlRefused as exc:
+        raise UsageError(f"nothing decided: {exc}") from None
+    except ControlError as exc:
+        raise UsageError(
+            f"nothing decided: {_sentence(str(exc))} Held messages live in the running relay."
+        ) from None
+    _say(str(reply.get("message")))
+    return 0
+
+
+def cmd_review_approve(args: argparse.Namespace, home: FacilityHome) -> int:
+    return _cmd_review_decide(args, home, approve=True)
+
+
+def cmd_review_reject(args: argparse.Namespace, home: FacilityHome) -> int:
+    return _cmd_review_decide(args, home, approve=False)
+
+
 def cmd_policy_test(args: argparse.Namespace, home: FacilityHome) -> int:
     from relay.policy_tools import choose_policy, decide_lines
 
@@ -983,7 +1082,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=["chat", "presence", "hand", "session_ended", "error"],
+        choices=["chat", "presence", "hand", "session_ended", "error", "held", "reviewed", "alert"],
         help="show only these event types (repeatable)",
     )
     p.add_argument("--no-history", action="store_true", help="skip events before joining")
@@ -1073,6 +1172,41 @@ def build_parser() -> argparse.ArgumentParser:
         "(2026-05-12T14:00, local if no offset)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per message")
+
+    p = leaf(
+        policy,
+        "reload",
+        cmd_policy_reload,
+        "make the running relay decide with the current policy.toml (as SIGHUP does)",
+        epilog="An invalid file is refused with the reason, and the relay keeps deciding with "
+        "the policy in force; the refusal is recorded in the audit log. When the relay is not "
+        "running, the file is checked and the result shown.",
+    )
+
+    review = group("review", "security staff: messages the policy held for review")
+    staff_help = (
+        "as security staff with this staff bundle, through the relay's inside listener "
+        "(default: as the administrator, through the local control socket)"
+    )
+    p = leaf(review, "list", cmd_review_list, "list the messages waiting for review")
+    p.add_argument("--session", metavar="ID", help="only this class (required with --bundle)")
+    p.add_argument("--json", action="store_true", help="one JSON object per held message")
+    p.add_argument("--bundle", metavar="FILE", help=staff_help)
+    p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
+    for name, func, text in (
+        ("approve", cmd_review_approve, "deliver a held message now (marked as approved late)"),
+        ("reject", cmd_review_reject, "refuse a held message; its sender is told"),
+    ):
+        p = leaf(review, name, func, text)
+        p.add_argument("hold", metavar="HOLD", help="the hold id, as 'review list' shows it")
+        p.add_argument(
+            "--reason",
+            required=name == "reject",
+            metavar="TEXT",
+            help="shown to the sender" + (" (required)" if name == "reject" else ""),
+        )
+        p.add_argument("--bundle", metavar="FILE", help=staff_help)
+        p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
 
     sub.add_parser("bench", help="run benchmarks (arguments go to the benchmark tool)")
     return parser

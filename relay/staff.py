@@ -1,21 +1,26 @@
-"""Security staff's live tools: watch a class, end a class, from a staff workstation.
+"""Security staff's live tools: watch a class, end a class, review held messages.
 
 Staff connect to the relay's inside listener with their own credential bundle (role
 ``staff``) and join a class as observers: they see everything in it, direct messages
-included, and may end it. The commands (``classroom-relay watch`` and ``classroom-relay
-session end --bundle``) reuse the clients' terminal front end for output and exit codes.
+included, may end it, and decide the messages held for their review. The commands
+(``classroom-relay watch``, ``session end --bundle`` and ``review ... --bundle``) reuse
+the clients' terminal front end for output and exit codes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from classroom_client.cli import (
     Exit,
     ListenOptions,
     Terminal,
+    clean_text,
     do_listen,
     run_joined,
 )
@@ -26,9 +31,11 @@ from classroom_client.client import (
     open_bundle,
 )
 from relay.client import RelayClient
-from relay.errors import RelayError
+from relay.control import held_record
+from relay.errors import ClientError, RelayError
 from relay.identity import Role
 from relay.messages import AckStatus, SessionEnded
+from relay.review import session_of_hold
 
 PROG = "classroom-relay"
 CLIENT_NAME = "classroom-relay-staff/0.1"
@@ -90,5 +97,79 @@ def end_class(bundle: Path, relay_url: str | None, session: str, reason: str) ->
                     return Exit.OK
         term.error(f"the relay accepted the request but class {session} did not report ending")
         return Exit.FAILED
+
+    return _run_as_staff(term, bundle, relay_url, session, body)
+
+
+REVIEW_WAIT_S = 10.0
+
+
+def format_holds(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Held messages (as :func:`relay.control.held_record` gives them) for a person."""
+    if not records:
+        return ["No messages wait for review."]
+    lines: list[str] = []
+    for r in records:
+        sent = dt.datetime.fromtimestamp(float(r["time"])).strftime("%H:%M:%S")
+        expires = dt.datetime.fromtimestamp(float(r["expires"])).strftime("%H:%M:%S")
+        where = f"-> {r['to']}" if r.get("to") else "-> #class"
+        lines.append(f"{r['hold']}  class {r['session']}  {sent}  {r['from']} {where}")
+        lines.append(f"    {clean_text(str(r['text']), '    ')}")
+        lines.append(
+            f"    held by rule {r['rule']}: {clean_text(str(r['reason']))}; "
+            f"expires {expires} as rejected unless decided"
+        )
+    lines.append(
+        f"{len(records)} message(s) wait. Decide with '{PROG} review approve HOLD' "
+        f"or '{PROG} review reject HOLD --reason TEXT'."
+    )
+    return lines
+
+
+def print_holds(term: Terminal, records: Sequence[Mapping[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for r in records:
+            term.out(json.dumps(r, ensure_ascii=False, sort_keys=True))
+        return
+    for line in format_holds(records):
+        term.out(line)
+
+
+def list_holds(bundle: Path, relay_url: str | None, session: str, as_json: bool) -> int:
+    """List the messages of ``session`` that wait for review, as staff."""
+    term = Terminal(PROG)
+
+    async def body(client: RelayClient) -> Exit:
+        try:
+            holds = await asyncio.wait_for(client.review_list(), REVIEW_WAIT_S)
+        except ClientError as exc:
+            term.problem(exc)
+            return Exit.REFUSED
+        print_holds(term, [held_record(h, session) for h in holds.holds], as_json)
+        return Exit.OK
+
+    return _run_as_staff(term, bundle, relay_url, session, body)
+
+
+def decide_hold(
+    bundle: Path, relay_url: str | None, hold: str, *, approve: bool, reason: str
+) -> int:
+    """Approve or reject the held message ``hold``, as staff (its class is in the id)."""
+    term = Terminal(PROG)
+    try:
+        session = session_of_hold(hold)
+    except ValueError as exc:
+        term.error(str(exc))
+        return int(Exit.FAILED)
+
+    async def body(client: RelayClient) -> Exit:
+        ack = await asyncio.wait_for(
+            client.review(hold, approve=approve, reason=reason), REVIEW_WAIT_S
+        )
+        if ack.status is not AckStatus.DELIVERED:
+            return term.decision(ack)
+        verb = "approved: delivered to the class" if approve else "rejected: not delivered"
+        term.out(f"Held message {hold} {verb}; its sender was told.")
+        return Exit.OK
 
     return _run_as_staff(term, bundle, relay_url, session, body)
