@@ -282,6 +282,10 @@ CLASSROOM = "room-a"
 INSTRUCTOR = "teacher"
 PIN = "482913"
 RAISED_LIMITS = "msgs_per_second = 1000000.0\nmsgs_burst = 1000000\n"
+RAISED_POLICY_RATES = (
+    "[rate.chat]\nperson_rate = 1000000.0\nperson_burst = 1000000\n"
+    "session_rate = 1000000.0\nsession_burst = 1000000\nthrottle_s = 0.0\n\n"
+)
 # About 100 characters, like a learner's question.
 CHAT_TEXT = (
     "Is it range(1, 10) or range(0, 10)? My loop prints nine numbers and I expected ten. Why?"
@@ -360,7 +364,8 @@ def build_facility(root: Path, learners: int) -> Facility:
 
 
 def raise_rate_limit(home: FacilityHome) -> None:
-    """Put the raised per-participant rate limit under ``[limits]`` in relay.toml."""
+    """Raise the per-connection rate limit (relay.toml ``[limits]``) and the policy's chat
+    rate limits (policy.toml ``[rate.chat]``) out of the benchmark's way."""
     text = home.relay_toml.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     try:
@@ -372,6 +377,22 @@ def raise_rate_limit(home: FacilityHome) -> None:
     limits = home.load_config().limits
     if limits.msgs_per_second < 1e6 or limits.msgs_burst < 1e6:
         raise BenchError("the raised rate limit did not take effect")
+    raise_policy_chat_rate(home)
+
+
+def raise_policy_chat_rate(home: FacilityHome) -> None:
+    """Replace the policy's per-person and per-class chat rate limits (policy.toml
+    ``[rate.chat]``) with limits no benchmark or load test reaches."""
+    policy = home.policy_toml.read_text(encoding="utf-8")
+    policy, found = re.subn(
+        r"(?ms)^\[rate\.chat\]\n.*?(?=^\[|\Z)", RAISED_POLICY_RATES, policy, count=1
+    )
+    if not found:
+        policy += "\n" + RAISED_POLICY_RATES
+    home.policy_toml.write_text(policy, encoding="utf-8")
+    chat = load_policy(home.policy_toml).rates.get(Kind.CHAT)
+    if chat is not None and (chat.person_rate < 1e6 or chat.session_burst < 1e6):
+        raise BenchError("the raised policy rate limit did not take effect")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1099,8 +1120,9 @@ def render_chat(report: ChatReport) -> str:
     notes = [
         f"classroom-relay bench chat: Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU(s), loopback; {where}.",
-        "TLS 1.3 with client certificates on every connection; rate limit raised for the "
-        "benchmark (msgs_per_second = 1000000.0, msgs_burst = 1000000); the relay's audit log "
+        "TLS 1.3 with client certificates on every connection; rate limits raised for the "
+        "benchmark (relay.toml msgs_per_second, policy.toml [rate.chat]); the default "
+        "content policy decides every message; the relay's audit log "
         f"is written ({report.audit_records:,} records).",
         f"1 -> 1: {report.messages:,} messages; 1 -> {report.fanout}: "
         f"{report.fanout_messages:,} messages to {report.fanout} learners; "

@@ -55,7 +55,7 @@ def test_chat_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     code = bench.main(argv)
     assert code == 0
     out = capsys.readouterr().out
-    assert "rate limit raised for the benchmark" in out
+    assert "rate limits raised for the benchmark" in out
     assert "ONE process" in out
     assert "relay/bare" in out
     assert "p99 <= 20 ms" in out
