@@ -3,8 +3,11 @@
 It enrols an instructor, three classroom machines with a learner each, and security staff
 with the real admin commands; starts a real relay on loopback (TLS 1.3, client
 certificates); then runs a short lesson through it: class chat, a raised hand, a direct
-message, a refused learner-to-learner message, a machine that was never enrolled being
-refused, and an instructor whose credential is revoked while connected. It prints a
+message, a refused learner-to-learner message; the content policy at work (a learner's
+phone number refused, also when spelled out in words; an instructor's e-mail address
+redacted; an instructor's link held for review and approved by security staff; a
+message delivered with staff alerted); a machine that was never enrolled being refused,
+and an instructor whose credential is revoked while connected. It prints a
 transcript as it goes. Without ``--headless`` the relay then stays up and prints how to
 join with the two clients.
 """
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -30,10 +34,14 @@ from relay.errors import ClientError, RelayError
 from relay.home import FacilityHome
 from relay.identity import Role
 from relay.messages import (
+    AckStatus,
+    AlertNotice,
     ChatEvent,
     ErrorFrame,
     HandEvent,
+    HeldNotice,
     PresenceChange,
+    Reviewed,
     ServerMessage,
     SessionEnded,
 )
@@ -166,7 +174,14 @@ def _never_enrolled_bundle(root: Path) -> Path:
 def _describe(event: ServerMessage) -> str:
     if isinstance(event, ChatEvent):
         where = f"(direct to {event.to})" if event.to else "#class"
-        return f"{where} {event.sender}: {event.text}"
+        late = f"  [held, approved late by {event.approved_by}]" if event.approved_by else ""
+        return f"{where} {event.sender}: {event.text}{late}"
+    if isinstance(event, HeldNotice):
+        return f"held for review {event.held.hold}: {event.held.sender}: {event.held.text}"
+    if isinstance(event, Reviewed):
+        return f"held message {event.ref} {event.outcome.value} by {event.by}"
+    if isinstance(event, AlertNotice):
+        return f"alert: message {event.seq} of {event.sender} matched {event.rule}"
     if isinstance(event, PresenceChange):
         return f"* {event.who.pid} {event.event.value}"
     if isinstance(event, HandEvent):
@@ -242,6 +257,8 @@ async def run_lesson(
     t.say("l1003", f"#class -> {ack.status.value} (seq {ack.seq})")
     await step()
 
+    ok &= await _content_policy(root, home, relay, t, ada, learners, seen, pumps, step)
+
     t.section("A machine that was never enrolled")
     stranger = _never_enrolled_bundle(root)
     intruder = RelayClient(
@@ -293,6 +310,61 @@ async def run_lesson(
     t.section("What l1002 saw (their screen)")
     for line in seen.get("l1002", []):
         print(f"  {line}", file=t.out)
+    t.section("What security staff saw of the review traffic")
+    for line in seen.get("sam", []):
+        if line.startswith(("held", "alert")):
+            print(f"  {line}", file=t.out)
+    return ok
+
+
+async def _content_policy(
+    root: Path,
+    home: FacilityHome,
+    relay: Relay,
+    t: Transcript,
+    ada: RelayClient,
+    learners: dict[str, RelayClient],
+    seen: dict[str, list[str]],
+    pumps: list[asyncio.Task[None]],
+    step: Callable[[], Awaitable[None]],
+) -> bool:
+    """Refused, redacted, held-then-approved and alerted messages (the default policy)."""
+    addrs = relay.addresses
+    assert addrs is not None
+    ok = True
+    t.section("The content policy (the default policy init writes)")
+    sam = RelayClient(root / "sam.bundle", CLASS_ID, relay_url=addrs.inside_url)
+    await sam.connect()
+    t.say("sam", "security staff joined as an observer (inside listener)")
+    pumps.append(asyncio.create_task(_pump("sam", sam, seen)))
+    for who, text in (
+        ("l1001", "my cousin can get it to you, call 415-555-0134"),
+        ("l1001", "or text four one five, five five five, oh one three four"),
+    ):
+        ack = await learners[who].chat(text)
+        ok &= ack.status is AckStatus.REFUSED
+        t.say(who, f'#class "{text}" -> {ack.status.value}: {ack.text}')
+    ack = await ada.chat("Questions after class? Write to ada.lovelace@gmail.com")
+    ok &= ack.status is AckStatus.REDACTED
+    t.say("ada", f"#class -> {ack.status.value}; the class received: {ack.redacted!r}")
+    link = "More practice: https://realpython.com/python-for-loop/"
+    ack = await ada.chat(link)
+    ok &= ack.status is AckStatus.HELD and ack.hold is not None
+    t.say("ada", f"#class {link!r} -> {ack.status.value} ({ack.hold}): {ack.text}")
+    await step()
+    listed = await asyncio.to_thread(_admin, home.root, "review", "list")
+    for line in listed.strip().splitlines():
+        t.say("review list", line)
+    if ack.hold is not None:
+        decided = await sam.review(ack.hold, approve=True, reason="a well-known tutorial site")
+        ok &= decided.status is AckStatus.DELIVERED
+        t.say("sam", f"approved {ack.hold} -> {decided.status.value}")
+    ack = await learners["l1002"].chat("is the yard on lockdown tomorrow?")
+    ok &= ack.status is AckStatus.DELIVERED
+    t.say("l1002", f"#class -> {ack.status.value}, and security staff were alerted")
+    await step()
+    await asyncio.sleep(0.3)
+    await sam.close()
     return ok
 
 

@@ -25,6 +25,16 @@ def test_headless_demo_runs_the_whole_lesson() -> None:
     assert "direct to l1003 -> refused" in out
     assert "pc-99        refused at the TLS handshake" in out
     assert "eve          cut off: Refused: this credential has been revoked" in out
+    # The content policy: refused (also spelled out), redacted, held and approved, alerted.
+    assert "call 415-555-0134\" -> refused" in out
+    assert "oh one three four\" -> refused" in out
+    assert "the class received: 'Questions after class? Write to [redacted:email]'" in out
+    assert "python-for-loop/' -> held (py101.h1-" in out
+    assert "[held, approved late by staff:sam]" in out
+    assert "and security staff were alerted" in out
+    assert "alert: message" in out
+    for kind in ("message.redacted", "message.held", "review.approved", "message.alert"):
+        assert kind in out
     # The audit summary lists the refusals it recorded.
     assert "connection.tls_refused" in out
     assert "admin.revoked" in out
