@@ -26,8 +26,8 @@ def test_headless_demo_runs_the_whole_lesson() -> None:
     assert "pc-99        refused at the TLS handshake" in out
     assert "eve          cut off: Refused: this credential has been revoked" in out
     # The content policy: refused (also spelled out), redacted, held and approved, alerted.
-    assert "call 415-555-0134\" -> refused" in out
-    assert "oh one three four\" -> refused" in out
+    assert 'call 415-555-0134" -> refused' in out
+    assert 'oh one three four" -> refused' in out
     assert "the class received: 'Questions after class? Write to [redacted:email]'" in out
     assert "python-for-loop/' -> held (py101.h1-" in out
     assert "[held, approved late by staff:sam]" in out
