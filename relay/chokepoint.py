@@ -315,27 +315,21 @@ class ChokePoint:
 
     async def end_session(self, session: LiveSession, by: str, reason: str) -> None:
         """Staff, the administrator or the schedule end a class."""
-        now = self.clock()
-        outcome = self._close_holds(
+        await self._retire_holds(
             self.state.holds.take_session(session.id),
             ReviewOutcome.REJECTED,
             f"the class ended before review ({reason})",
-            now,
         )
-        await self._submit(session, outcome + session.end(by, reason, now))
+        await self._submit(session, session.end(by, reason, self.clock()))
 
     # -- review of held messages ------------------------------------------------------------
 
     async def review(self, hold: str, approve: bool, by: str, reason: str) -> str:
-        """Staff (or the administrator) decide a held message. Returns what happened.
+        """The administrator decides a held message. Returns what happened.
 
         Raises :class:`AccessDenied` (``unknown_hold``) when nothing waits under ``hold``.
         """
-        held = self.state.holds.get(hold)
-        session = self.state.sessions.get(held.session) if held else None
-        if held is None or session is None or session.state is SessionState.ENDED:
-            raise AccessDenied(ErrorCode.UNKNOWN_HOLD, f"'{hold}'")
-        self.state.holds.take(hold)
+        session, held = self._take_hold(hold, approve)
         outcome = ReviewOutcome.APPROVED if approve else ReviewOutcome.REJECTED
         await self._submit(session, session.review(held, outcome, by, reason, self.clock()))
         sender = held.sender.pid
@@ -343,41 +337,70 @@ class ChokePoint:
             return f"Approved: the message of {sender} was delivered to class {session.id}."
         return f"Rejected: the message of {sender} was not delivered; its sender was told."
 
-    def pending_holds(self, session: str | None = None) -> tuple[HeldMessage, ...]:
-        return self.state.holds.pending(session)
+    def listed(
+        self, session: str | None, count: int, by: str, ref: str | None = None
+    ) -> AuditEvent:
+        """The record of a read of the held messages (staff reads are recorded too)."""
+        return AuditEvent(
+            kind=EventKind.REVIEW_LISTED,
+            time=self.clock(),
+            session=session,
+            actor=by,
+            msg_id=ref,
+            detail=f"{count} message(s) waiting" + ("" if session else " (all classes)"),
+        )
+
+    def _take_hold(
+        self, hold: str, approve: bool, session: LiveSession | None = None
+    ) -> tuple[LiveSession, HeldMessage]:
+        """Take ``hold`` out of the queue to decide it (within ``session``, if given).
+
+        Raises :class:`AccessDenied`: ``unknown_hold`` when nothing waits under that id
+        (in that class), ``audit_unavailable`` to approve while the class is paused (the
+        message would be taken and could not be delivered).
+        """
+        held = self.state.holds.get(hold)
+        live = self.state.sessions.get(held.session) if held else None
+        if (
+            held is None
+            or live is None
+            or live.state is SessionState.ENDED
+            or (session is not None and live is not session)
+        ):
+            where = f" in class {session.id}" if session is not None else ""
+            raise AccessDenied(ErrorCode.UNKNOWN_HOLD, f"'{hold}'{where}")
+        if approve and live.state is SessionState.PAUSED:
+            raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
+        self.state.holds.take(hold)
+        return live, held
 
     async def expire_holds(self) -> int:
         """Held messages nobody reviewed in time are rejected as expired (the ticker)."""
-        now = self.clock()
-        expired = self.state.holds.take_expired(now)
-        if expired:
-            minutes = self.state.policy.review_expiry_s / 60
-            reason = f"not reviewed within {minutes:g} minutes"
-            for session_id in dict.fromkeys(h.session for h in expired):
-                mine = [h for h in expired if h.session == session_id]
-                session = self.state.sessions.get(session_id)
-                outcome = self._close_holds(mine, ReviewOutcome.EXPIRED, reason, now)
-                await self._submit(session, outcome)
+        expired = self.state.holds.take_expired(self.clock())
+        minutes = self.state.policy.review_expiry_s / 60
+        await self._retire_holds(
+            expired, ReviewOutcome.EXPIRED, f"not reviewed within {minutes:g} minutes"
+        )
         return len(expired)
 
     async def expire_all_holds(self, reason: str) -> None:
         """The relay stops: every pending hold is recorded as expired."""
-        now = self.clock()
-        for held in self.state.holds.take_all():
-            session = self.state.sessions.get(held.session)
-            await self._submit(
-                session, self._close_holds([held], ReviewOutcome.EXPIRED, reason, now)
-            )
+        await self._retire_holds(self.state.holds.take_all(), ReviewOutcome.EXPIRED, reason)
 
-    def _close_holds(
-        self, holds: list[HeldMessage], outcome: ReviewOutcome, reason: str, now: float
-    ) -> Outcome:
-        result = Outcome()
-        for held in holds:
-            session = self.state.sessions.get(held.session)
-            if session is not None:
-                result += session.review(held, outcome, "relay", reason, now)
-        return result
+    async def _retire_holds(
+        self, holds: list[HeldMessage], outcome: ReviewOutcome, reason: str
+    ) -> None:
+        """Record ``holds`` (already out of the queue) as decided by the relay, class by class."""
+        now = self.clock()
+        for session_id in dict.fromkeys(h.session for h in holds):
+            session = self.state.sessions.get(session_id)
+            if session is None:
+                continue
+            result = Outcome()
+            for held in holds:
+                if held.session == session_id:
+                    result += session.review(held, outcome, "relay", reason, now)
+            await self._submit(session, result)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -574,21 +597,9 @@ class ChokePoint:
         if isinstance(msg, ReviewList):
             holds = self.state.holds.pending(session.id)
             listed = Holds(ref=msg.id, holds=tuple(h.info() for h in holds))
-            record = AuditEvent(
-                kind=EventKind.REVIEW_LISTED,
-                time=now,
-                session=session.id,
-                actor=who.pid,
-                msg_id=msg.id,
-                detail=f"{len(holds)} message(s) waiting",
-            )
+            record = self.listed(session.id, len(holds), who.pid, msg.id)
             return Outcome((record,), (Delivery(wire.encode_server(listed), (conn.id,)),))
-        held = self.state.holds.get(msg.hold)
-        if held is None or held.session != session.id:
-            raise AccessDenied(ErrorCode.UNKNOWN_HOLD, f"'{msg.hold}' in class {session.id}")
-        if session.state is SessionState.PAUSED and msg.approve:
-            raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
-        self.state.holds.take(msg.hold)
+        session, held = self._take_hold(msg.hold, msg.approve, session)
         outcome = ReviewOutcome.APPROVED if msg.approve else ReviewOutcome.REJECTED
         reviewed = session.review(held, outcome, who.pid, msg.reason, now)
         ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=session.seq, time=now)

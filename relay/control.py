@@ -30,13 +30,16 @@ CONTROL_RELAY_KEY: web.AppKey[Relay] = web.AppKey("control_relay")
 MAX_SOCKET_PATH = 100
 
 
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=json.dumps({"ok": False, "message": message}), content_type="application/json"
+    )
+
+
 def _arg(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise web.HTTPBadRequest(
-            text=json.dumps({"ok": False, "message": f"'{key}' is required (a non-empty string)"}),
-            content_type="application/json",
-        )
+        raise _bad_request(f"'{key}' is required (a non-empty string)")
     return value
 
 
@@ -80,12 +83,8 @@ async def _reload_policy(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
 async def _review_list(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
     session = body.get("session")
     if session is not None and not isinstance(session, str):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"ok": False, "message": "'session' must be a string"}),
-            content_type="application/json",
-        )
-    holds = relay.chokepoint.pending_holds(session)
-    await relay.record_review_listing(session, len(holds), _by(body))
+        raise _bad_request("'session' must be a string")
+    holds = await relay.list_holds(session, _by(body))
     return {"ok": True, "holds": [held_record(h.info(), h.session) for h in holds]}
 
 
@@ -93,10 +92,7 @@ async def _review(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
     hold = _arg(body, "hold")
     approve = body.get("approve")
     if not isinstance(approve, bool):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"ok": False, "message": "'approve' must be true or false"}),
-            content_type="application/json",
-        )
+        raise _bad_request("'approve' must be true or false")
     reason = str(body.get("reason") or "")
     if not approve and not reason.strip():
         return {"ok": False, "message": "a reason is required to reject a held message"}

@@ -39,6 +39,7 @@ from relay.identity import Listener
 from relay.messages import ErrorFrame
 from relay.pki import identity_from_der
 from relay.registry import RegistrySnapshot, RegistryStore
+from relay.review import HeldMessage
 from relay.schedule import ScheduledClass, ScheduleStore
 from relay.session import CloseRequest, Delivery, LiveSession, Outcome, SessionState
 
@@ -678,17 +679,14 @@ class Relay:
         )
         return policy.version
 
-    async def record_review_listing(self, session: str | None, count: int, by: str) -> None:
-        """Staff reads of held messages are themselves recorded."""
-        await self.record(
-            AuditEvent(
-                kind=EventKind.REVIEW_LISTED,
-                time=self.clock(),
-                session=session,
-                actor=by,
-                detail=f"{count} message(s) waiting" + ("" if session else " (all classes)"),
-            )
-        )
+    async def list_holds(self, session: str | None, by: str) -> tuple[HeldMessage, ...]:
+        """The administrator reads the held messages (of one class, or all).
+
+        Shown only once the read is recorded (raises :class:`AuditError` otherwise).
+        """
+        holds = self.state.holds.pending(session)
+        await self.record(self.chokepoint.listed(session, len(holds), by))
+        return holds
 
     async def end_session(self, session_id: str, by: str, reason: str) -> bool:
         session = self.state.sessions.get(session_id)
