@@ -134,24 +134,23 @@ class EventType(enum.Enum):
     ALERT = "alert"
 
 
+_EVENT_TYPES: dict[type, EventType] = {
+    ChatEvent: EventType.CHAT,
+    PresenceChange: EventType.PRESENCE,
+    HandEvent: EventType.HAND,
+    SessionEnded: EventType.SESSION_ENDED,
+    ErrorFrame: EventType.ERROR,
+    HeldNotice: EventType.HELD,
+    Reviewed: EventType.REVIEWED,
+    AlertNotice: EventType.ALERT,
+}
+
+
 def event_type(event: ServerMessage) -> EventType:
-    if isinstance(event, ChatEvent):
-        return EventType.CHAT
-    if isinstance(event, PresenceChange):
-        return EventType.PRESENCE
-    if isinstance(event, HandEvent):
-        return EventType.HAND
-    if isinstance(event, SessionEnded):
-        return EventType.SESSION_ENDED
-    if isinstance(event, ErrorFrame):
-        return EventType.ERROR
-    if isinstance(event, HeldNotice):
-        return EventType.HELD
-    if isinstance(event, Reviewed):
-        return EventType.REVIEWED
-    if isinstance(event, AlertNotice):
-        return EventType.ALERT
-    raise ValueError(f"{type(event).__name__} is not an event a client shows")
+    found = _EVENT_TYPES.get(type(event))
+    if found is None:
+        raise ValueError(f"{type(event).__name__} is not an event a client shows")
+    return found
 
 
 def event_seq(event: ServerMessage) -> int | None:

@@ -645,16 +645,36 @@ def cmd_schedule_remove(args: argparse.Namespace, home: FacilityHome) -> int:
     return 0
 
 
+def _staff_bundle(args: argparse.Namespace, doing: str) -> Path | None:
+    """The staff bundle of a command that runs either as security staff (``--bundle``,
+    through the relay) or as the administrator (the local control socket)."""
+    if args.bundle is not None:
+        return Path(args.bundle)
+    if args.relay is not None:
+        raise UsageError(f"--relay goes with --bundle ({doing} as security staff)")
+    return None
+
+
+def _staff_options(p: argparse.ArgumentParser, doing: str) -> None:
+    """``--bundle`` and ``--relay`` of a command :func:`_staff_bundle` routes."""
+    p.add_argument(
+        "--bundle",
+        metavar="FILE",
+        help=f"{doing} as security staff with this staff bundle, through the relay's inside "
+        "listener (default: as the administrator, through the local control socket)",
+    )
+    p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
+
+
 def cmd_session_end(args: argparse.Namespace, home: FacilityHome) -> int:
     session = _check_name(args.id, "class id")
     reason = _check_reason(args.reason, "reason")
-    if args.bundle is not None:
+    bundle = _staff_bundle(args, "ending a class")
+    if bundle is not None:
         # Security staff, from their workstation, through the relay's inside listener.
         from relay.staff import end_class
 
-        return end_class(Path(args.bundle), args.relay, session, reason)
-    if args.relay is not None:
-        raise UsageError("--relay goes with --bundle (ending a class as security staff)")
+        return end_class(bundle, args.relay, session, reason)
     home.require()
     try:
         reply = _control(home, "end_session", {"session": session, "reason": reason})
@@ -796,16 +816,15 @@ def _check_hold(text: str) -> str:
 
 def cmd_review_list(args: argparse.Namespace, home: FacilityHome) -> int:
     session = _check_name(args.session, "class id") if args.session else None
-    if args.bundle is not None:
+    bundle = _staff_bundle(args, "reviewing")
+    if bundle is not None:
         if session is None:
             raise UsageError(
                 "with --bundle, name the class: --session ID (staff review one class at a time)"
             )
         from relay.staff import list_holds
 
-        return list_holds(Path(args.bundle), args.relay, session, args.json)
-    if args.relay is not None:
-        raise UsageError("--relay goes with --bundle (reviewing as security staff)")
+        return list_holds(bundle, args.relay, session, args.json)
     home.require()
     try:
         reply = _control(home, "review_list", {"session": session} if session else {})
@@ -829,12 +848,11 @@ def _cmd_review_decide(args: argparse.Namespace, home: FacilityHome, approve: bo
     reason = args.reason or ""
     if not approve:
         reason = _check_reason(reason, "reason")
-    if args.bundle is not None:
+    bundle = _staff_bundle(args, "reviewing")
+    if bundle is not None:
         from relay.staff import decide_hold
 
-        return decide_hold(Path(args.bundle), args.relay, hold, approve=approve, reason=reason)
-    if args.relay is not None:
-        raise UsageError("--relay goes with --bundle (reviewing as security staff)")
+        return decide_hold(bundle, args.relay, hold, approve=approve, reason=reason)
     home.require()
     try:
         reply = _control(home, "review", {"hold": hold, "approve": approve, "reason": reason})
@@ -1059,13 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(session, "end", cmd_session_end, "end a live class now")
     p.add_argument("id", metavar="ID", help="class id")
     p.add_argument("--reason", required=True, metavar="TEXT", help="shown to participants")
-    p.add_argument(
-        "--bundle",
-        metavar="FILE",
-        help="end it as security staff with this staff bundle, through the relay "
-        "(default: as the administrator, through the local control socket)",
-    )
-    p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
+    _staff_options(p, "end it")
 
     p = leaf(
         sub,
@@ -1184,15 +1196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     review = group("review", "security staff: messages the policy held for review")
-    staff_help = (
-        "as security staff with this staff bundle, through the relay's inside listener "
-        "(default: as the administrator, through the local control socket)"
-    )
     p = leaf(review, "list", cmd_review_list, "list the messages waiting for review")
     p.add_argument("--session", metavar="ID", help="only this class (required with --bundle)")
     p.add_argument("--json", action="store_true", help="one JSON object per held message")
-    p.add_argument("--bundle", metavar="FILE", help=staff_help)
-    p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
+    _staff_options(p, "list them")
     for name, func, text in (
         ("approve", cmd_review_approve, "deliver a held message now (marked as approved late)"),
         ("reject", cmd_review_reject, "refuse a held message; its sender is told"),
@@ -1205,8 +1212,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="TEXT",
             help="shown to the sender" + (" (required)" if name == "reject" else ""),
         )
-        p.add_argument("--bundle", metavar="FILE", help=staff_help)
-        p.add_argument("--relay", metavar="URL", help="with --bundle: wss://HOST:PORT to use")
+        _staff_options(p, f"{name} it")
 
     sub.add_parser("bench", help="run benchmarks (arguments go to the benchmark tool)")
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -240,9 +241,7 @@ async def test_unreviewed_messages_expire_as_rejected(facility: Facility, prelay
         held = prelay.state.holds.get(ack.hold)
         assert held is not None
         # Let the review time run out (the relay's ticker expires it within a second).
-        prelay.state.holds._pending[ack.hold] = type(held)(
-            **{**{f: getattr(held, f) for f in held.__slots__}, "expires": time.time()}
-        )
+        prelay.state.holds._pending[ack.hold] = dataclasses.replace(held, expires=time.time())
         told = await next_of(alice, Reviewed, 5)
         assert isinstance(told, Reviewed)
         assert told.outcome is ReviewOutcome.EXPIRED

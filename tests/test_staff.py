@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 
@@ -68,3 +69,16 @@ async def test_staff_tools_refuse_other_bundles(facility: Facility, relay: Relay
     )
     assert code == 2
     assert "--relay goes with --bundle" in err
+
+
+def test_watch_only_offers_every_event_type_the_clients_know() -> None:
+    """``watch --only`` lists the types as words (the admin CLI does not import the client
+    front end at start-up); they must stay those of ``EventType``."""
+    from classroom_client.cli import EventType
+    from relay.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    watch = sub.choices["watch"]
+    only = next(a for a in watch._actions if a.dest == "only")
+    assert set(only.choices or ()) == {t.value for t in EventType}
