@@ -5,26 +5,19 @@ values and delivers nothing until the sink says the events are recorded (invaria
 the design). ``submit`` returns an awaitable that completes when the batch is recorded,
 or raises :class:`relay.errors.AuditError`; the relay then fails closed.
 
-:class:`JsonlAuditSink` writes one JSON object per line with group commit: every batch
-submitted during one turn of the event loop is written and flushed together. It is a
-structured log, not yet the tamper-evident encrypted store (docs/audit.md).
+:class:`relay.audit_store.AuditStore` is the sink the relay runs with: the
+tamper-evident, encrypted log of ``docs/audit.md``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import json
 import logging
-import math
 import operator
-import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-from relay.errors import AuditError
 from relay.frozen import quick_init
 
 log = logging.getLogger("relay.audit")
@@ -66,6 +59,13 @@ class EventKind(enum.Enum):
     RELOADED = ("admin.reloaded", "CR401", Severity.INFO)
     POLICY_RELOADED = ("policy.reloaded", "CR402", Severity.INFO)
     POLICY_REJECTED = ("policy.rejected", "CR403", Severity.ERROR)
+    ENROLMENT_CHANGED = ("admin.enrolment", "CR404", Severity.INFO)
+    SCHEDULE_CHANGED = ("admin.schedule", "CR405", Severity.INFO)
+    AUDIT_REPAIRED = ("audit.repaired", "CR500", Severity.WARNING)
+    AUDIT_RECOVERED = ("audit.recovered", "CR501", Severity.ERROR)
+    AUDIT_REMOVED = ("audit.removed", "CR502", Severity.WARNING)
+    LEGAL_HOLD = ("audit.legal_hold", "CR503", Severity.INFO)
+    AUDIT_READ = ("audit.read", "CR510", Severity.INFO)
 
     @property
     def name_(self) -> str:
@@ -138,122 +138,8 @@ class AuditSink(Protocol):
     @property
     def healthy(self) -> bool: ...
 
+    async def recover(self) -> bool:
+        """After a failure, try the storage again; True once events are accepted again."""
+        ...
+
     async def close(self) -> None: ...
-
-
-class JsonlAuditSink:
-    """Structured audit log, one JSON object per line, with group commit per loop turn."""
-
-    def __init__(self, path: Path, *, writer: IO[str] | None = None) -> None:
-        self.path = path
-        if writer is None:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            writer = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
-        self._file: IO[str] = writer
-        self._pending: list[AuditEvent] = []
-        self._receipt: asyncio.Future[None] | None = None
-        """Shared by every batch submitted before the next commit (one per loop turn)."""
-        self._failed: AuditError | None = None
-        self.records_written = 0
-
-    @property
-    def healthy(self) -> bool:
-        return self._failed is None
-
-    def replace_writer(self, writer: IO[str]) -> None:
-        """Swap the storage adapter (used when the operator restores the log)."""
-        self._file = writer
-        self._failed = None
-
-    def submit(self, events: Sequence[AuditEvent]) -> Awaitable[None]:
-        receipt = self._receipt
-        if receipt is None:
-            loop = asyncio.get_running_loop()
-            receipt = loop.create_future()
-            if self._failed is not None:
-                receipt.set_exception(self._failed)
-                return receipt
-            self._receipt = receipt
-            loop.call_soon(self._commit)
-        self._pending.extend(events)
-        return receipt
-
-    def _commit(self) -> None:
-        events, self._pending = self._pending, []
-        receipt, self._receipt = self._receipt, None
-        if receipt is None:
-            return  # already committed (by close)
-        try:
-            self._file.write("".join([_line(e) for e in events]))
-            self._file.flush()
-        except Exception as exc:
-            self._failed = AuditError(
-                f"the audit log {self.path} could not be written ({exc}); "
-                "the relay refuses to deliver until it is fixed"
-            )
-            log.critical("AUDIT LOG FAILURE: %s", self._failed)
-            if not receipt.done():
-                receipt.set_exception(self._failed)
-            return
-        self.records_written += len(events)
-        if not receipt.done():
-            receipt.set_result(None)
-
-    async def close(self) -> None:
-        if self._receipt is not None:
-            self._commit()
-        try:
-            self._file.close()
-        except OSError as exc:
-            log.error("closing the audit log failed: %s", exc)
-
-
-_encode_record = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""``json.dumps(record, ensure_ascii=False, separators=(",", ":"))``, without a new
-encoder per call."""
-_encode_str = json.encoder.encode_basestring
-_FIELD_KEYS = tuple(f'"{name}":' for name in _RECORD_FIELDS)
-_KIND_SUFFIXES = {
-    kind._name_: f',"kind":{_encode_str(kind.name_)},"code":{_encode_str(kind.code)}}}\n'
-    for kind in EventKind
-}
-
-
-def _finite_float(value: float) -> str:
-    if not math.isfinite(value):
-        raise ValueError("json writes NaN and Infinity its own way")
-    return float.__repr__(value)
-
-
-_FORMATS: dict[type, Callable[[Any], str]] = {
-    str: _encode_str,
-    int: int.__repr__,
-    float: _finite_float,
-}
-"""How ``json`` writes values of exactly these types (not subclasses, not bool)."""
-
-
-def _line(event: AuditEvent) -> str:
-    """One record as a JSON line: exactly ``_encode_record(event.to_record()) + "\\n"``.
-
-    Every record is written before its message is delivered, so this is on the path of
-    every message: the fields are formatted directly, the way ``json`` formats them
-    (strings with its own escaping function, integers and finite floats with their
-    ``repr``), without building the intermediate map. A value of any other type is left
-    to the ``json`` encoder.
-    """
-    values = _record_values(event)
-    try:
-        body = ",".join(
-            [
-                key + _FORMATS[type(value)](value)
-                for key, value in zip(_FIELD_KEYS, values, strict=True)
-                if value is not None
-            ]
-        )
-    except (KeyError, ValueError):
-        body = ""
-    if not body:
-        return _encode_record(event.to_record()) + "\n"
-    return "{" + body + _KIND_SUFFIXES[event.kind._name_]

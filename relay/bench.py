@@ -1021,9 +1021,9 @@ def run_chat(opts: ChatOptions, say: Callable[[str], None]) -> ChatReport:
         facility = build_facility(Path(tmp), opts.fanout)
         setup_s = time.perf_counter() - started
         bare, relay = asyncio.run(_measure_both(facility, opts, say))
-        audit_file = facility.home.audit_dir / "events.jsonl"
-        with audit_file.open("rb") as f:
-            audit_records = sum(1 for _ in f)
+        from relay.audit_read import AuditReader
+
+        audit_records = sum(1 for _ in AuditReader(facility.home.audit_dir).records())
     return ChatReport(
         bare=bare,
         relay=relay,

@@ -4,6 +4,10 @@ A bundle is a text file: a few ``Key: value`` header lines, then PEM blocks in t
 order: the holder's certificate, its private key, the facility CA certificate. Because
 it is plain PEM after the header, ``ssl.SSLContext.load_cert_chain`` reads it directly
 and standard tools (openssl, curl) can use it too. It is written with mode 0600.
+
+A staff bundle also carries the staff audit key (a last PEM block labelled
+``CLASSROOM RELAY AUDIT KEY``, which OpenSSL skips) and the relay's audit signing key
+(header ``Audit-Signing-Key``), so staff can read and verify the audit log.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from relay.audit_keys import (
+    parse_signing_public_text,
+    parse_staff_key_block,
+    signing_public_text,
+    staff_key_block,
+)
 from relay.errors import CredentialError
 from relay.identity import Role, valid_name
 
@@ -33,12 +45,18 @@ class Bundle:
     key_pem: str = field(repr=False)
     ca_pem: str
     classroom: str | None = None
+    audit_key: X25519PrivateKey | None = field(default=None, repr=False, compare=False)
+    """Staff bundles: the staff audit key, to read the audit log's contents."""
+    audit_signing_key: Ed25519PublicKey | None = field(default=None, compare=False)
+    """Staff bundles: the relay's audit signing key, pinned when the bundle was made."""
 
     def __post_init__(self) -> None:
         if not valid_name(self.name):
             raise CredentialError(f"bundle name {self.name!r} is not a valid name")
         if (self.role is Role.MACHINE) != (self.classroom is not None):
             raise CredentialError("a machine bundle names its classroom; others do not")
+        if (self.audit_key is not None) and self.role is not Role.STAFF:
+            raise CredentialError("only a staff bundle carries the audit key")
         if not self.relay_url.startswith("wss://"):
             raise CredentialError(f"bundle relay address {self.relay_url!r} must start with wss://")
 
@@ -65,9 +83,12 @@ class Bundle:
             f"Facility: {self.facility}",
             f"Valid-From: {cert.not_valid_before_utc.isoformat()}",
             f"Valid-Until: {cert.not_valid_after_utc.isoformat()}",
-            "",
         ]
-        return "\n".join(lines) + self.cert_pem + self.key_pem + self.ca_pem
+        if self.audit_signing_key is not None:
+            lines.append(f"Audit-Signing-Key: {signing_public_text(self.audit_signing_key)}")
+        lines.append("")
+        audit = staff_key_block(self.audit_key) if self.audit_key is not None else ""
+        return "\n".join(lines) + self.cert_pem + self.key_pem + self.ca_pem + audit
 
     def client_ssl_context(self, path: Path) -> ssl.SSLContext:
         """A TLS 1.3 client context presenting this bundle and trusting only the facility CA.
@@ -156,7 +177,12 @@ def load_bundle(path: Path) -> Bundle:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
+    signing = headers.get("Audit-Signing-Key")
     return Bundle(
+        audit_key=parse_staff_key_block(text, str(path)),
+        audit_signing_key=(
+            parse_signing_public_text(signing, str(path)) if signing is not None else None
+        ),
         name=headers["Name"],
         role=role,
         classroom=headers.get("Classroom"),

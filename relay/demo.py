@@ -369,10 +369,10 @@ async def _content_policy(
 
 
 def audit_summary(home: FacilityHome, out: TextIO) -> None:
-    import json
+    from relay.audit_read import AuditReader
 
-    path = home.audit_dir / "events.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path = home.audit_dir
+    records = [r.to_dict() for r in AuditReader(path).records()]
     counts = Counter(f"{r['code']} {r['kind']}" for r in records)
     print(f"\n== Audit log: {len(records)} records in {path}", file=out)
     for key, n in sorted(counts.items()):

@@ -344,6 +344,10 @@ class AuditError(RelayError):
     """The audit sink could not durably record events; the relay fails closed."""
 
 
+class AuditLogError(RelayError):
+    """The audit log cannot be read as asked: a damaged file, a missing or wrong key."""
+
+
 class ControlError(RelayError):
     """The running relay could not be reached on its local control socket."""
 

@@ -14,8 +14,12 @@ mode 0700, every file mode 0600)::
     tls/outside.key
     tls/inside.crt      server certificate and key of the inside listener
     tls/inside.key
+    ca/audit-staff.key  staff audit key (X25519; protected like the CA key)
+    keys/audit-signing.key  the relay's audit signing key (Ed25519) and its .pub
+    keys/audit-staff.pub    staff audit public key: contents are encrypted to it
     run/control.sock    control socket of the running relay
-    audit/              audit log
+    audit/              audit log: segments/, tombstones/, index (docs/audit.md)
+    audit-checkpoint/   default checkpoint sink (relay.toml [audit] checkpoint_sink)
     .lock               taken by every command that changes the registry or the schedule
 
 Files are replaced atomically (:func:`atomic_write`): a reader sees the old or the new
@@ -48,6 +52,8 @@ from cryptography import x509
 from policy.engine import DEFAULT_POLICY_TOML, default_policy_files
 from relay import limits as limits_module
 from relay import pki
+from relay.audit_keys import KEYS_DIR, new_audit_keys
+from relay.audit_store import DEFAULT_AUDIT_SETTINGS, AuditSettings
 from relay.errors import ConfigError, CredentialError
 from relay.identity import Listener
 from relay.limits import Limits
@@ -286,7 +292,16 @@ def render_relay_toml(
         if f.name in docs:
             line = f"{line:<40}  # {docs[f.name]}"
         lines.append(line)
-    lines += ["", "[audit]", "# Nothing to configure yet.", ""]
+    lines += [
+        "",
+        "[audit]",
+        "# The audit log (docs/audit.md, docs/operations.md). The values shown are the",
+        "# defaults. Put the checkpoint sink on another disk or a mounted share, so that",
+        "# cutting off the end of the log is detectable:",
+    ]
+    for f in fields(AuditSettings):
+        lines.append(f"# {f.name} = {getattr(DEFAULT_AUDIT_SETTINGS, f.name)!r}")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -305,6 +320,7 @@ class RelayConfig:
     join_early: dt.timedelta
     join_late: dt.timedelta
     limits: Limits
+    audit: AuditSettings = DEFAULT_AUDIT_SETTINGS
 
     def bind(self, listener: Listener) -> tuple[str, int]:
         return self.outside_bind if listener is Listener.OUTSIDE else self.inside_bind
@@ -386,12 +402,7 @@ def parse_relay_toml(text: str, source: str) -> RelayConfig:
         minutes[key] = value
 
     limits = Limits.from_mapping(_table(doc, "limits", source), f"{source}: [limits]")
-    audit = _table(doc, "audit", source)
-    if audit:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(sorted(audit))} in [audit]; "
-            "[audit] has no settings yet"
-        )
+    audit = AuditSettings.from_mapping(_table(doc, "audit", source), source)
     return RelayConfig(
         facility=facility,
         outside_bind=outside_bind,
@@ -401,6 +412,7 @@ def parse_relay_toml(text: str, source: str) -> RelayConfig:
         join_early=dt.timedelta(minutes=minutes["join_early_minutes"]),
         join_late=dt.timedelta(minutes=minutes["join_late_minutes"]),
         limits=limits,
+        audit=audit,
     )
 
 
@@ -458,6 +470,18 @@ class FacilityHome:
     @property
     def audit_dir(self) -> Path:
         return self.root / "audit"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / KEYS_DIR
+
+    def checkpoint_sink(self, config: RelayConfig) -> Path:
+        """Where the latest audit checkpoint is copied (relative paths: in the home)."""
+        configured = config.audit.checkpoint_sink
+        if not configured:
+            return self.root / "audit-checkpoint" / "latest"
+        path = Path(configured).expanduser()
+        return path if path.is_absolute() else self.root / path
 
     @property
     def lock_file(self) -> Path:
@@ -694,7 +718,16 @@ def init_facility(
 
     home.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     os.chmod(home.root, DIR_MODE)
-    for directory in (home.ca_dir, home.tls_dir, home.run_dir, home.audit_dir):
+    audit_keys = new_audit_keys(passphrase)
+    sink_dir = home.root / "audit-checkpoint"
+    for directory in (
+        home.ca_dir,
+        home.tls_dir,
+        home.run_dir,
+        home.audit_dir,
+        home.keys_dir,
+        sink_dir,
+    ):
         directory.mkdir(mode=DIR_MODE)
         os.chmod(directory, DIR_MODE)
     atomic_write(home.ca_key_file, ca_key_pem)
@@ -702,6 +735,8 @@ def init_facility(
     for listener, (key_pem, cert_pem) in servers.items():
         atomic_write(home.server_key_file(listener), key_pem.encode("ascii"))
         atomic_write(home.server_cert_file(listener), cert_pem.encode("ascii"))
+    for name, data in audit_keys.files.items():
+        atomic_write(home.root / name, data)
     for name, text in default_policy_files().items():
         atomic_write(home.root / name, text.encode("utf-8"))
     atomic_write(home.registry_file, empty_registry_text().encode("utf-8"))

@@ -31,9 +31,18 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from policy.engine import PolicyEngine, load_policy
 from relay import authz, wire
-from relay.audit import AuditEvent, AuditSink, EventKind, JsonlAuditSink
+from relay.audit import AuditEvent, AuditSink, EventKind
+from relay.audit_keys import load_signing_key, load_staff_public
+from relay.audit_store import AuditStore, SegmentOpener
 from relay.chokepoint import ChokePoint, Connection, RelayState, next_connection_id
-from relay.errors import AccessDenied, AuditError, ConfigError, ErrorCode, RelayError
+from relay.errors import (
+    AccessDenied,
+    AuditError,
+    AuditLogError,
+    ConfigError,
+    ErrorCode,
+    RelayError,
+)
 from relay.home import FacilityHome, RelayConfig
 from relay.identity import Listener
 from relay.messages import ErrorFrame
@@ -416,7 +425,7 @@ class Relay:
         self.clock = clock
         self.registry_store = RegistryStore(home)
         self.schedule_store = ScheduleStore(home)
-        self.audit: AuditSink = audit or JsonlAuditSink(home.audit_dir / "events.jsonl")
+        self.audit: AuditSink = audit or open_audit_store(home, config, clock)
         self.state = RelayState(
             limits=config.limits,
             registry=self._registry,
@@ -761,7 +770,7 @@ class Relay:
                 await self.chokepoint.end_session(
                     session, "relay", "the scheduled class time is over"
                 )
-            elif session.state is SessionState.PAUSED and self.audit.healthy:
+            elif session.state is SessionState.PAUSED and await self.audit.recover():
                 log.warning("class %s resumed: the audit log is writable again", session.id)
                 await self.chokepoint.resume_session(session)
 
@@ -851,6 +860,28 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
             io.writer.cancel()
         relay.conns.pop(conn.id, None)
     return ws
+
+
+def open_audit_store(
+    home: FacilityHome,
+    config: RelayConfig,
+    clock: Callable[[], float] = time.time,
+    opener: SegmentOpener | None = None,
+) -> AuditStore:
+    """The facility's audit log, opened for writing (repairs a torn tail; see audit_store)."""
+    try:
+        signing, staff = load_signing_key(home.root), load_staff_public(home.root)
+    except AuditLogError as exc:
+        raise AuditError(f"the audit log cannot be opened: {exc}") from None
+    return AuditStore(
+        home.audit_dir,
+        signing_key=signing,
+        staff_public=staff,
+        sink_path=home.checkpoint_sink(config),
+        settings=config.audit,
+        clock=clock,
+        **({"opener": opener} if opener is not None else {}),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -82,10 +81,14 @@ class Facility:
         raise_policy_chat_rate(self.home)
 
     def audit_records(self) -> list[dict[str, Any]]:
-        path = self.home.audit_dir / "events.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        """Every event of the audit log, contents decrypted (this home keeps the staff
+        audit key in clear: it was made with --no-passphrase). ``seq`` is the record's
+        number in the log, ``class_seq`` the class sequence number."""
+        from relay.audit_keys import load_staff_private
+        from relay.audit_read import AuditReader
+
+        reader = AuditReader(self.home.audit_dir, load_staff_private(self.home.root, None))
+        return [r.to_dict() for r in reader.records()]
 
 
 def build_facility(root: Path) -> Facility:

@@ -107,13 +107,13 @@ async def test_class_chat_reaches_everyone_and_is_recorded(
             assert event.text == "Open hello.py and print your name"
             assert event.sender == "instructor:alice"
             assert event.seq == ack.seq
-        records = audited(facility, "message.delivered", seq=ack.seq)
+        records = audited(facility, "message.delivered", class_seq=ack.seq)
         assert len(records) == 1
         assert records[0]["content"] == "Open hello.py and print your name"
         assert records[0]["actor"] == "instructor:alice"
         reply = await l1.chat("done!")
         assert reply.status is AckStatus.DELIVERED
-        rec = audited(facility, "message.delivered", seq=reply.seq)[0]
+        rec = audited(facility, "message.delivered", class_seq=reply.seq)[0]
         assert rec["machine"] == "pc-01"
         assert rec["learner"] == "l1001"
 
@@ -596,45 +596,72 @@ async def test_admin_ends_a_class_from_the_command_line(facility: Facility, rela
 # -- fail closed -----------------------------------------------------------------------
 
 
-class _BrokenDisk:
-    """A storage adapter whose writes fail, like a full disk."""
+class FullDisk:
+    """A segment file that fails, like a full disk, while ``full`` is set."""
 
-    def write(self, text: str) -> int:
-        raise OSError(28, "No space left on device")
+    def __init__(self, path: Path, create: bool) -> None:
+        from relay.audit_store import DiskSegment
 
-    def flush(self) -> None:
-        raise OSError(28, "No space left on device")
+        self.disk = DiskSegment(path, create=create)
+        self.full = False
+
+    def _check(self) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+
+    def append(self, data: bytes) -> None:
+        self._check()
+        self.disk.append(data)
+
+    def sync(self) -> None:
+        self._check()
+        self.disk.sync()
+
+    def truncate(self, size: int) -> None:
+        self._check()
+        self.disk.truncate(size)
 
     def close(self) -> None:
-        pass
+        self.disk.close()
 
 
-async def test_audit_failure_delivers_nothing(facility: Facility, relay: Relay) -> None:
-    from relay.audit import JsonlAuditSink
+async def test_audit_failure_delivers_nothing(facility: Facility) -> None:
+    from relay.server import open_audit_store, running_relay
 
+    disks: list[FullDisk] = []
+
+    def opener(path: Path, create: bool) -> FullDisk:
+        disks.append(FullDisk(path, create))
+        return disks[-1]
+
+    store = open_audit_store(facility.home, facility.home.load_config(), opener=opener)
     async with (
+        running_relay(
+            facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0), audit=store
+        ) as relay,
         instructor(facility, relay) as alice,
         learner(facility, relay, "l1001", "pc-01") as l1,
     ):
         await drain(l1)
-        sink = relay.audit
-        assert isinstance(sink, JsonlAuditSink)
-        sink.replace_writer(_BrokenDisk())  # type: ignore[arg-type]
+        disks[-1].full = True
         send = asyncio.ensure_future(alice.chat("this must not arrive"))
         events = await drain(l1, 1.0)
         assert not [e for e in events if isinstance(e, ChatEvent)]
         notices = [e for e in events if isinstance(e, ErrorFrame)]
         assert notices
         assert notices[0].error == "audit_unavailable"
+        assert "could not be written (No space left on device)" in notices[0].text
         assert not send.done() or send.result().status is not AckStatus.DELIVERED
         send.cancel()
-        # The operator restores the disk: the class resumes and the pause is on record.
-        sink.replace_writer((facility.home.audit_dir / "events.jsonl").open("a"))
+        assert not store.healthy
+        # The disk has room again: the class resumes and the outage is on record.
+        disks[-1].full = False
         for _ in range(40):
             await asyncio.sleep(0.1)
             if audited(facility, "session.paused"):
                 break
         assert audited(facility, "session.paused", session="py101")
+        assert audited(facility, "audit.recovered")
         assert not audited(facility, "message.delivered", content="this must not arrive")
         ack = await alice.chat("back to work")
         assert ack.status is AckStatus.DELIVERED
