@@ -522,8 +522,11 @@ class _Compiled:
 class Detectors:
     """All content detectors for one configuration; :meth:`find` is pure and thread-safe."""
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: DetectorConfig, *, prefilter: bool = True) -> None:
+        """``prefilter=False`` runs every detector on every text, skipping none: the
+        reference the cheap pre-checks are tested against (they never change a finding)."""
         self.config = config
+        self._prefilter = prefilter
         limit = config.max_filler_words
         fills = _fills(_FILL_WORD, limit)
         self._allowed = config.allowed_domains | RESERVED_DOMAINS
@@ -740,32 +743,45 @@ class Detectors:
         words = frozenset(lb.translate(_LETTERS_ONLY).split())
         ndigits = _count_digits(digits.text)
 
-        if not words.isdisjoint(_TLD_WORDS) or b"xn--" in lb or b"/" in lb:
-            full = not words.isdisjoint(_DOT_WORDS) or any(k in lb for k in _DOT_MARKS)
-            for hit in self._urls(lt, words, full=full):
+        pf = self._prefilter
+        full = not words.isdisjoint(_DOT_WORDS) or any(k in lb for k in _DOT_MARKS)
+        # A domain (of a link or an e-mail address) ends in a top-level domain: a whole
+        # run of letters right after a dot, or after a spelled or spaced-out dot.
+        tlds = _tld_candidates(lb, words) if pf else _ALL_TLDS
+        schemes = not pf or ("/" in lt and ":" in lt)
+        domains = (
+            not pf
+            or b"xn--" in lb
+            or _domain_possible(tlds, slash_or_www="/" in lt or b"www" in words)
+        )
+        if schemes or domains:
+            for hit in self._urls(lt, full=full, schemes=schemes, domains=domains):
                 yield hit, letters
-        if (b"@" in lb or b"at" in words) and not words.isdisjoint(_MAIL_WORDS):
+        if not pf or (
+            (b"@" in lb or b"at" in words)
+            and (not words.isdisjoint(_PROVIDER_WORDS) or not tlds.isdisjoint(_ALL_TLDS))
+        ):
             for hit in self._emails(lt):
                 yield hit, letters
         if "@" in st and st != lt:
             for hit in self._emails(st, comma=True):
                 yield hit, skeleton
-        if ndigits >= 4 and _DIGITS3.search(digits.text) is not None:
+        if not pf or (ndigits >= 4 and _DIGITS3.search(digits.text) is not None):
             for hit in self._phones(views, ndigits):
                 yield hit, digits
         # Every address detector needs a digit in the digits view: a house, box or unit
         # number passes _number_ok only with a digit, ZIP and postcode patterns hold digits,
         # and every decimal digit of the original and every spelled digit is one there.
-        if ndigits:
+        if not pf or ndigits:
             for hit, view in self._addresses(views, words, ndigits):
                 yield hit, view
-        if not words.isdisjoint(_SOCIAL_WORDS):
+        if not pf or not words.isdisjoint(_SOCIAL_WORDS):
             for hit in self._social(lt, words):
                 yield hit, letters
-        if "@" in st or "#" in st:
+        if not pf or "@" in st or "#" in st:
             for hit in self._handles(st):
                 yield hit, skeleton
-        if not words.isdisjoint(self._term_hints) or (
+        if not pf or not words.isdisjoint(self._term_hints) or (
             self._joined_hints is not None and self._joined_hints.search(lt) is not None
         ):
             for hit in self._terms(lt):
@@ -777,7 +793,7 @@ class Detectors:
         non_ascii_blob = None if original.isascii() else _blob_view(original)
         blob_text = original if non_ascii_blob is None else non_ascii_blob.text
         encoded = _class_switches(blob_text) >= _MIN_CLASS_SWITCHES
-        if encoded or _count_digits(blob_text) * 10 >= cfg.min_hex_chars * 3:
+        if not pf or encoded or _count_digits(blob_text) * 10 >= cfg.min_hex_chars * 3:
             # For ASCII text the view is only built when a blob scan runs.
             blob = non_ascii_blob or View(original, skeleton.starts, skeleton.ends)
             for hit in self._blobs(blob.text, encoded=encoded):
@@ -806,10 +822,10 @@ class Detectors:
     def _compact_host(self, text: str) -> str:
         return self._dot.sub(".", text).replace(" ", "")
 
-    def _urls(self, text: str, words: frozenset[bytes], *, full: bool) -> Iterator[_Hit]:
+    def _urls(self, text: str, *, full: bool, schemes: bool, domains: bool) -> Iterator[_Hit]:
+        """Links: ``schemes`` and ``domains`` say which of the two scans can find one."""
         scheme_spans: list[tuple[int, int]] = []
-        schemes = self._scheme.finditer(text) if "/" in text else iter(())
-        for m in schemes:
+        for m in self._scheme.finditer(text) if schemes else ():
             rest = m.group("rest")
             hm = re.match(r"[^/?#\s'\"<>)\]]+", rest)
             raw = hm.group() if hm else re.split(r"/|\?|#", rest, maxsplit=1)[0][:60]
@@ -821,12 +837,7 @@ class Detectors:
                 host = host.strip("[]")
             if not self._host_allowed(host):
                 yield _Hit(Category.URL, "url.scheme", m.start(), max(end, m.end("scheme")), host)
-        if (
-            not scheme_spans
-            and words.isdisjoint(_TLD_WORDS)
-            and "xn--" not in text
-            and "/" not in text
-        ):
+        if not domains:
             return
 
         def domain_ok(m: re.Match[str]) -> bool:
@@ -896,7 +907,11 @@ class Detectors:
         text = views.digits.text
         seen: list[tuple[int, int]] = []
         shape = text.encode("ascii", "replace").translate(_PHONE_CLASSES)
-        runs = self._phone_run.finditer(text) if self._phone_shape.search(shape) else ()
+        runs = (
+            self._phone_run.finditer(text)
+            if not self._prefilter or self._phone_shape.search(shape)
+            else ()
+        )
         for m in runs:
             hit = self._phone_candidate(views, m.start(), m.end(), split=False)
             if hit is not None:
@@ -1013,10 +1028,17 @@ class Detectors:
     ) -> Iterator[tuple[_Hit, View]]:
         original = views.original
         lt = views.letters.text
-        street = not words.isdisjoint(_SUFFIX_WORDS) or _LONG_SUFFIX.search(lt) is not None
-        box = "box" in lt or "pob" in lt
-        unit = not words.isdisjoint(_UNIT_WORDS)
-        zip_code = ndigits >= 5
+        pf = self._prefilter
+        if views.letters is not views.skeleton:
+            # The patterns also run on the digits view, whose words are the skeleton's.
+            words = words | _words(views.skeleton.text)
+        street = (
+            not pf or not words.isdisjoint(_SUFFIX_WORDS) or _LONG_SUFFIX.search(lt) is not None
+        )
+        # "box", or "b" alone or right after the "o" of "p o" ("po b", "p ob", "pob").
+        box = not pf or "box" in lt or "pob" in lt or not words.isdisjoint(_BOX_B)
+        unit = not pf or not words.isdisjoint(_UNIT_WORDS)
+        zip_code = not pf or ndigits >= 5
         patterns: list[tuple[re.Pattern[str], str, bool]] = []
         if street:
             patterns += [(self._street, "address.street", True)]
@@ -1029,7 +1051,7 @@ class Detectors:
         for view in (views.letters, views.digits) if patterns or zip_code else ():
             text = view.text
             # Every ZIP alternative holds five digits in a row: skip the long scan without.
-            if zip_code and _has_five_digits(text):
+            if zip_code and (not pf or _has_five_digits(text)):
                 view_patterns = [*patterns, zip_pattern]
             elif patterns:
                 view_patterns = patterns
@@ -1044,7 +1066,7 @@ class Detectors:
                 for m in matches:
                     yield _Hit(Category.ADDRESS, detector, m.start(), m.end()), view
         text = views.digits.text
-        if ndigits and _INWARD.search(text) is not None:
+        if not pf or (ndigits and _INWARD.search(text) is not None):
             for m in self._postcode.finditer(text):
                 if self._postcode_strict.match(m.group().replace(" ", "")):
                     yield (
@@ -1073,12 +1095,13 @@ class Detectors:
     # Social ----------------------------------------------------------------------------
 
     def _social(self, text: str, words: frozenset[bytes]) -> Iterator[_Hit]:
-        apps = self._apps.finditer(text) if not words.isdisjoint(_APP_WORDS) else iter(())
+        pf = self._prefilter
+        apps = self._apps.finditer(text) if not pf or not words.isdisjoint(_APP_WORDS) else ()
         for m in apps:
             yield _Hit(
                 Category.SOCIAL, "social.app", m.start(), m.end(), re.sub(r"\W", "", m.group())
             )
-        if words.isdisjoint(_AMBIGUOUS_WORDS):
+        if pf and words.isdisjoint(_AMBIGUOUS_WORDS):
             return
         for m in self._invite.finditer(text):
             app = m.group("app") or m.group("app2")
@@ -1280,6 +1303,51 @@ _PHONE_CLASSES = bytes(
 _TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS | {"www", "http", "https", "hxxp"})
 _DOT_WORDS = frozenset({b"dot", b"period", b"point"})
 _DOT_MARKS = (b" .", b"[", b"(", b"{", "。".encode("ascii", "replace"))
+_STRONG_TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS)
+_WEAK_TLD_WORDS = frozenset(t.encode() for t in WEAK_TLDS)
+_ALL_TLDS = _STRONG_TLD_WORDS | _WEAK_TLD_WORDS
+_PROVIDER_WORDS = frozenset(
+    re.sub(r"\\s\*", "", p).encode() for p in MAIL_PROVIDERS
+) | frozenset(p.split("\\")[0].encode() for p in MAIL_PROVIDERS)
+# In the ASCII-encoded letters view (anything else is "?"): a run of label characters
+# right after a dot, and the dots that are not a plain dot before a label (a bracketed
+# dot, a dot after a space, the words dot/period/point). Whitespace includes what the
+# str regexes count as whitespace: \x1c-\x1f, and "?" for any non-ASCII character.
+_DOTTED_RUN = re.compile(rb"[.?]([a-z0-9-]+)")
+_OTHER_DOT = re.compile(rb"[\[({][\s\x1c-\x1f?]*(?:[.?]|dot)|[\s\x1c-\x1f?][.?]")
+
+
+def _words(text: str) -> frozenset[bytes]:
+    """The runs of ASCII letters in ``text``."""
+    return frozenset(text.encode("ascii", "replace").translate(_LETTERS_ONLY).split())
+
+
+def _tld_candidates(lb: bytes, words: frozenset[bytes]) -> frozenset[bytes]:
+    """Every run of letters that can be the top-level domain of a domain the ``_domain``,
+    ``_domain_simple`` or ``_email`` regexes match in the letters view (ASCII-encoded as
+    ``lb``; ``words`` its runs of letters).
+
+    A domain's last label is a whole run of ``[a-z0-9-]`` (the label is possessive and
+    must not be followed by one), and the dot before it ends in ``.``/``。`` unless it is
+    bracketed, spelled or spaced (each shows in :data:`_OTHER_DOT` or as a word). Top-level
+    domains are letters only, so a candidate is also one of ``words``.
+    """
+    if not words.isdisjoint(_DOT_WORDS) or _OTHER_DOT.search(lb) is not None:
+        return words
+    if b"." not in lb and b"?" not in lb:
+        return frozenset()
+    return frozenset(_DOTTED_RUN.findall(lb))
+
+
+def _domain_possible(tlds: frozenset[bytes], *, slash_or_www: bool) -> bool:
+    """True unless no domain :meth:`Detectors._domain_ok` accepts can be in the text:
+    its top-level domain is strong, or weak with a scheme (``/``), ``www`` or a path
+    (``/``). (An ``xn--`` top-level domain is checked for separately.)"""
+    return not tlds.isdisjoint(_STRONG_TLD_WORDS) or (
+        slash_or_www and not tlds.isdisjoint(_WEAK_TLD_WORDS)
+    )
+
+
 _MAIL_WORDS = frozenset(
     {p.split("\\")[0].encode() for p in MAIL_PROVIDERS}
     | {t.encode() for t in STRONG_TLDS | WEAK_TLDS}
@@ -1293,6 +1361,7 @@ _APP_WORDS = frozenset(
 )
 _SUFFIX_WORDS = frozenset(x.encode() for x in STREET_SUFFIXES)
 _LONG_SUFFIX = re.compile("|".join(x for x in STREET_SUFFIXES if len(x) >= 4))
+_BOX_B = frozenset({b"b", b"ob"})
 _UNIT_WORDS = frozenset(b"apt apartment unit flat suite ste".split())
 _INWARD = re.compile(r"[0-9]\s?[abd-hjlnp-uw-z]\s?[abd-hjlnp-uw-z](?![a-z0-9])")
 _SOCIAL_WORDS = frozenset(

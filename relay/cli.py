@@ -354,7 +354,14 @@ def cmd_enroll(args: argparse.Namespace, home: FacilityHome) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"refused to write {out}: the directory {out.parent} does not exist")
 
-    ca_key, ca_cert = home.load_ca(_ca_passphrase(home))
+    passphrase = _ca_passphrase(home)
+    ca_key, ca_cert = home.load_ca(passphrase)
+    audit_key, audit_signing = None, None
+    if role is Role.STAFF:
+        from relay.audit_keys import load_signing_public, load_staff_private
+
+        audit_key = load_staff_private(home.root, passphrase)
+        audit_signing = load_signing_public(home.root)
     now = _now()
     key_pem, cert_pem, serial = pki.issue_client_certificate(
         ca_key, ca_cert, name=name, role=role, facility=config.facility, valid=valid, now=now
@@ -368,6 +375,8 @@ def cmd_enroll(args: argparse.Namespace, home: FacilityHome) -> int:
         key_pem=key_pem,
         ca_pem=pki.certificate_pem(ca_cert),
         classroom=classroom,
+        audit_key=audit_key,
+        audit_signing_key=audit_signing,
     )
     write_bundle(out, bundle)
     try:
