@@ -1223,6 +1223,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _staff_options(p, f"{name} it")
 
+    from relay import audit_cli, audit_query
+
+    audit = group("audit", "security staff: verify, search, show and export the audit log")
+    audit_cli.register(audit, leaf, [home])
+    audit_query.register(audit, leaf, [home])
+
     sub.add_parser("bench", help="run benchmarks (arguments go to the benchmark tool)")
     return parser
 

@@ -3,7 +3,8 @@
 The socket is a Unix domain socket at ``<home>/run/control.sock`` (directory mode 0700,
 socket mode 0600): only the relay's own account on the relay host can use it. It speaks
 HTTP with JSON bodies: ``POST /v1/<op>`` where op is ``revoke``, ``reload``,
-``reload_policy``, ``end_session``, ``status``, ``review_list`` or ``review``. See
+``reload_policy``, ``end_session``, ``status``, ``review_list``, ``review`` or
+``audit_append`` (events of the kinds ``relay.audit_append.APPENDABLE``). See
 docs/operations.md.
 """
 
@@ -100,6 +101,20 @@ async def _review(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "message": message}
 
 
+async def _audit_append(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
+    from relay.audit_append import event_from_json
+
+    raw = body.get("events")
+    if not isinstance(raw, list) or not raw or len(raw) > 100:
+        raise _bad_request("'events' must be a list of 1 to 100 events")
+    try:
+        events = [event_from_json(e) for e in raw]
+    except ValueError as exc:
+        raise _bad_request(f"refused to record: {exc}") from None
+    await relay.audit.submit(events)
+    return {"ok": True, "message": f"{len(events)} event(s) recorded"}
+
+
 def _by(body: dict[str, Any]) -> str:
     by = str(body.get("by") or "admin")
     return f"admin:{by}" if ":" not in by else by
@@ -131,6 +146,7 @@ _OPS: dict[str, Callable[[Relay, dict[str, Any]], Awaitable[dict[str, Any]]]] = 
     "reload_policy": _reload_policy,
     "review_list": _review_list,
     "review": _review,
+    "audit_append": _audit_append,
 }
 
 
