@@ -90,7 +90,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Any
 
 import phonenumbers
 
@@ -364,23 +363,6 @@ def _fills(word: str, limit: int) -> str:
     return rf"(?:{word}(?:[\s,]+{word}){{0,{max(limit - 1, 0)}}})"
 
 
-def _literal_trie(words: Iterable[str]) -> str:
-    """A regex matching exactly ``words`` (literals), with common prefixes shared
-    (``kill(?:h(?:er|im)|you)``): a search tries far fewer branches than ``a|b|c``."""
-    root: dict[str, Any] = {}
-    for word in words:
-        node = root
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def emit(node: dict[str, Any]) -> str:
-        alts = [re.escape(ch) + emit(sub) if ch else "" for ch, sub in sorted(node.items())]
-        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-
-    return emit(root) if root else "(?!)"
-
-
 def shannon_entropy(text: str) -> float:
     """Shannon entropy of ``text`` in bits per character (0.0 for an empty string)."""
     n = len(text)
@@ -578,7 +560,7 @@ class Detectors:
         # Necessary for a phone run: ``min_phone_digits`` digit-like characters, each next
         # to the following one or separated by at most four separators (see _PHONE_CLASSES).
         self._phone_shape = re.compile(
-            rb"[0o](?: {0,4}[0o]){" + str(config.min_phone_digits - 1).encode() + rb"}"
+            rb"[0o](?: {0,5}[0o]){" + str(config.min_phone_digits - 1).encode() + rb"}"
         )
         self._ok_gap = re.compile(r"[\s().\-/·–—‐‑+]*\Z")
         self._spelled_gap = re.compile(r"[\s,.\-]*\Z")
@@ -642,26 +624,7 @@ class Detectors:
             self._compiled.lexicon = re.compile(
                 r"(?<![a-z0-9])(?:" + "|".join(alts) + r")(?![a-z0-9])"
             )
-        hints: set[bytes] = set()
-        joined: set[bytes] = set()
-        for term in config.lexicon:
-            pieces = re.findall(r"[a-z]+", term.term.lower())
-            if len(pieces) == 1:
-                w = pieces[0]
-                stem = w[:-1] if w.endswith("e") else w
-                hints.update(x.encode() for x in (w, w + "s", w + "d", w + "ed", stem + "ing"))
-            else:
-                hints.add(max(pieces, key=len).encode())
-                joined.add("".join(pieces).encode())
-        for name in config.do_not_contact:
-            pieces = re.findall(r"[a-z]+", name.lower())
-            hints.update(x.encode() for x in pieces)
-            joined.add("".join(pieces).encode())
-            joined.add("".join(pieces[-1:] + pieces[:-1]).encode())
-        self._term_hints = frozenset(hints)
-        self._joined_hints = (
-            re.compile(_literal_trie(j.decode() for j in joined)) if joined else None
-        )
+        self._term_words, self._terms_always = _term_words(config)
         if config.do_not_contact:
             name_sep = rf"(?:[\s._-]*|\s*,\s*|\s+(?:dot|underscore)\s+|[\s,]+{fills}[\s,]+)"
             alts = []
@@ -745,28 +708,38 @@ class Detectors:
 
         pf = self._prefilter
         full = not words.isdisjoint(_DOT_WORDS) or any(k in lb for k in _DOT_MARKS)
-        # A domain (of a link or an e-mail address) ends in a top-level domain: a whole
-        # run of letters right after a dot, or after a spelled or spaced-out dot.
-        tlds = _tld_candidates(lb, words) if pf else _ALL_TLDS
+        # A domain (of a link or an e-mail address) ends in a top-level domain: a word
+        # right after a dot, or after a bracketed, spaced or spelled dot.
         schemes = not pf or ("/" in lt and ":" in lt)
-        domains = (
-            not pf
-            or b"xn--" in lb
-            or _domain_possible(tlds, slash_or_www="/" in lt or b"www" in words)
-        )
+        domains = not pf or b"xn--" in lb
+        if not domains:
+            # A weak top-level domain needs a scheme or a path ("/") or "www".
+            slash_or_www = "/" in lt or b"www" in words
+            tlds = words & (_ALL_TLDS if slash_or_www else _STRONG_TLD_WORDS)
+            domains = bool(tlds) and (_after_dot(lb, tlds) or (full and _other_dot(lb, words)))
         if schemes or domains:
             for hit in self._urls(lt, full=full, schemes=schemes, domains=domains):
                 yield hit, letters
-        if not pf or (
-            (b"@" in lb or b"at" in words)
-            and (not words.isdisjoint(_PROVIDER_WORDS) or not tlds.isdisjoint(_ALL_TLDS))
-        ):
+        # An e-mail domain is a mail provider or ends in a top-level domain (any dot).
+        if not pf:
+            emails = True
+        elif b"@" in lb or b"at" in words:
+            tlds = words & _ALL_TLDS
+            emails = not words.isdisjoint(_PROVIDER_WORDS) or (
+                bool(tlds) and (_after_dot(lb, tlds) or _other_dot(lb, words))
+            )
+        else:
+            emails = False
+        if emails:
             for hit in self._emails(lt):
                 yield hit, letters
         if "@" in st and st != lt:
             for hit in self._emails(st, comma=True):
                 yield hit, skeleton
-        if not pf or (ndigits >= 4 and _DIGITS3.search(digits.text) is not None):
+        if not pf or (
+            ndigits
+            and (ndigits >= 8 or _phone_run_possible(digits.text, self.config.min_phone_digits))
+        ):
             for hit in self._phones(views, ndigits):
                 yield hit, digits
         # Every address detector needs a digit in the digits view: a house, box or unit
@@ -781,9 +754,7 @@ class Detectors:
         if not pf or "@" in st or "#" in st:
             for hit in self._handles(st):
                 yield hit, skeleton
-        if not pf or not words.isdisjoint(self._term_hints) or (
-            self._joined_hints is not None and self._joined_hints.search(lt) is not None
-        ):
+        if not pf or self._terms_always or not words.isdisjoint(self._term_words):
             for hit in self._terms(lt):
                 yield hit, letters
         original = views.original
@@ -909,7 +880,11 @@ class Detectors:
         shape = text.encode("ascii", "replace").translate(_PHONE_CLASSES)
         runs = (
             self._phone_run.finditer(text)
-            if not self._prefilter or self._phone_shape.search(shape)
+            if not self._prefilter
+            or (
+                _phone_run_possible(text, self.config.min_phone_digits)
+                and self._phone_shape.search(shape)
+            )
             else ()
         )
         for m in runs:
@@ -1300,21 +1275,56 @@ _PHONE_CLASSES = bytes(
     else ord("x")
     for i in range(256)
 )
+# _PHONE_CLASSES with the separators deleted and digits and "oli|" both "o".
+_PHONE_SEPARATORS = bytes(i for i in range(128) if chr(i).isspace() or chr(i) in "().-/+?")
+_PHONE_SQUEEZE = _PHONE_CLASSES.replace(b"0", b"o")
+
+
+def _phone_run_possible(digits: str, least: int) -> bool:
+    """False when no ``_phone_run`` match in the digits view ``digits`` holds ``least``
+    digit-like characters (``min_phone_digits``): in a run they are only apart by
+    separators (at most four, and a ``+``), so with every separator (and every non-ASCII
+    character) deleted they stand ``least`` in a row."""
+    squeezed = digits.encode("ascii", "replace").translate(_PHONE_SQUEEZE, _PHONE_SEPARATORS)
+    return b"o" * least in squeezed
+
+
 _TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS | {"www", "http", "https", "hxxp"})
 _DOT_WORDS = frozenset({b"dot", b"period", b"point"})
 _DOT_MARKS = (b" .", b"[", b"(", b"{", "。".encode("ascii", "replace"))
 _STRONG_TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS)
 _WEAK_TLD_WORDS = frozenset(t.encode() for t in WEAK_TLDS)
 _ALL_TLDS = _STRONG_TLD_WORDS | _WEAK_TLD_WORDS
-_PROVIDER_WORDS = frozenset(
-    re.sub(r"\\s\*", "", p).encode() for p in MAIL_PROVIDERS
-) | frozenset(p.split("\\")[0].encode() for p in MAIL_PROVIDERS)
-# In the ASCII-encoded letters view (anything else is "?"): a run of label characters
-# right after a dot, and the dots that are not a plain dot before a label (a bracketed
-# dot, a dot after a space, the words dot/period/point). Whitespace includes what the
-# str regexes count as whitespace: \x1c-\x1f, and "?" for any non-ASCII character.
-_DOTTED_RUN = re.compile(rb"[.?]([a-z0-9-]+)")
-_OTHER_DOT = re.compile(rb"[\[({][\s\x1c-\x1f?]*(?:[.?]|dot)|[\s\x1c-\x1f?][.?]")
+_PROVIDER_WORDS = frozenset(re.sub(r"\\s\*", "", p).encode() for p in MAIL_PROVIDERS) | frozenset(
+    p.split("\\")[0].encode() for p in MAIL_PROVIDERS
+)
+# In the ASCII-encoded letters view (anything not ASCII is "?"): a bracketed dot, and a
+# dot after whitespace. Whitespace
+# is what the str regexes count as whitespace, \x1c-\x1f too, and "?" may be any
+# non-ASCII character (a non-ASCII space, or "。").
+_BRACKET_DOT = re.compile(rb"[\[({][\s\x1c-\x1f?]*(?:[.?]|dot)")
+_SPACE_DOT = bytes(
+    ord("s")
+    if chr(i).isspace()
+    else ord("d")
+    if i == ord(".")
+    else ord("q")
+    if i == ord("?")
+    else ord("x")
+    for i in range(256)
+)
+
+
+def _other_dot(lb: bytes, words: frozenset[bytes]) -> bool:
+    """True if ``lb`` may hold a dot of ``_domain`` that is not a plain ``.``/``。`` right
+    before a label: bracketed (``[.]``, ``(dot)``), after whitespace (`` . ``, `` .com``)
+    or spelled (``dot``, ``period``, ``point``)."""
+    if not words.isdisjoint(_DOT_WORDS):
+        return True
+    if (b"[" in lb or b"(" in lb or b"{" in lb) and _BRACKET_DOT.search(lb) is not None:
+        return True
+    t = lb.translate(_SPACE_DOT)
+    return b"sd" in t or b"sq" in t or b"qd" in t or b"qq" in t
 
 
 def _words(text: str) -> frozenset[bytes]:
@@ -1322,30 +1332,58 @@ def _words(text: str) -> frozenset[bytes]:
     return frozenset(text.encode("ascii", "replace").translate(_LETTERS_ONLY).split())
 
 
-def _tld_candidates(lb: bytes, words: frozenset[bytes]) -> frozenset[bytes]:
-    """Every run of letters that can be the top-level domain of a domain the ``_domain``,
-    ``_domain_simple`` or ``_email`` regexes match in the letters view (ASCII-encoded as
-    ``lb``; ``words`` its runs of letters).
+def _term_words(config: DetectorConfig) -> tuple[frozenset[bytes], bool]:
+    """Words one of which every lexicon or do-not-contact match holds, and whether some
+    term gives no such words (then the lexicon regex always runs).
 
-    A domain's last label is a whole run of ``[a-z0-9-]`` (the label is possessive and
-    must not be followed by one), and the dot before it ends in ``.``/``。`` unless it is
-    bracketed, spelled or spaced (each shows in :data:`_OTHER_DOT` or as a word). Top-level
-    domains are letters only, so a candidate is also one of ``words``.
+    Within a word of a term, letters are literal and other characters optional; between
+    words there is nothing, punctuation, or punctuation around filler words; before and
+    after a match no letter. So, when every word of the term holds a letter, the first
+    run of letters in a match is the term's first letter pieces joined (``"snitchesget"``
+    in ``"snitchesget stitches"``, ``"burner"``, ``"burnerphone"``) and the last run its
+    last pieces joined (``"dead"``, ``"redead"``, ``"youredead"``); with a one-word term
+    the first run is one of its forms (``-s``, ``-d``, ``-ed``, ``-ing``). Each is a whole
+    word of the letters view. Per term the rarer-looking side is used (the one whose
+    shortest word is longer: ``kill`` for "kill you", ``dead`` for "you're dead"). A term
+    with a word without letters could start or end with a filler word instead: it sets
+    the flag.
     """
-    if not words.isdisjoint(_DOT_WORDS) or _OTHER_DOT.search(lb) is not None:
-        return words
-    if b"." not in lb and b"?" not in lb:
-        return frozenset()
-    return frozenset(_DOTTED_RUN.findall(lb))
+    out: set[str] = set()
+    always = False
+
+    def add(words: list[str], *, forms: bool) -> None:
+        nonlocal always
+        pieces = [re.findall(r"[a-z]+", w) for w in words]
+        if not all(pieces):
+            always = True
+            return
+        flat = [p for ps in pieces for p in ps]
+        n = len(flat)
+        firsts = {"".join(flat[:j]) for j in range(1, n + 1)}
+        lasts = {"".join(flat[i:]) for i in range(n)}
+        if forms and n == 1:
+            w = flat[0]
+            stem = w[:-1] if w.endswith("e") else w
+            out.update((w, w + "s", w + "d", w + "ed", w + "ing", stem + "ing"))
+            return
+        shortest_first = min(len(x) for x in firsts)
+        shortest_last = min(len(x) for x in lasts)
+        out.update(firsts if shortest_first >= shortest_last else lasts)
+
+    for term in config.lexicon:
+        words = term.term.lower().split()
+        add(words, forms=len(words) == 1)
+    for name in config.do_not_contact:
+        parts = name.lower().split()
+        add(parts, forms=False)
+        add(parts[-1:] + parts[:-1], forms=False)
+    return frozenset(w.encode() for w in out), always
 
 
-def _domain_possible(tlds: frozenset[bytes], *, slash_or_www: bool) -> bool:
-    """True unless no domain :meth:`Detectors._domain_ok` accepts can be in the text:
-    its top-level domain is strong, or weak with a scheme (``/``), ``www`` or a path
-    (``/``). (An ``xn--`` top-level domain is checked for separately.)"""
-    return not tlds.isdisjoint(_STRONG_TLD_WORDS) or (
-        slash_or_www and not tlds.isdisjoint(_WEAK_TLD_WORDS)
-    )
+def _after_dot(lb: bytes, tlds: frozenset[bytes]) -> bool:
+    """True if one of ``tlds`` follows a ``.`` (or a non-ASCII character: ``。``) in the
+    ASCII-encoded letters view ``lb``."""
+    return any(b"." + t in lb or b"?" + t in lb for t in tlds)
 
 
 _MAIL_WORDS = frozenset(

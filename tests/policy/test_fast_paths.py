@@ -12,9 +12,10 @@ import re
 import pytest
 
 from policy import detectors, normalize
-from policy.detectors import DetectorConfig, Detectors
+from policy.detectors import DetectorConfig, Detectors, LexiconTerm
 from policy.normalize import View, Views, normalise
 from tests.policy.corpus_reader import read_clean, read_evasion
+from tests.policy.test_detectors import CONFIG
 
 CRAFTED = [
     "Is it range(1, 10) or range(0, 10)? My loop prints nine numbers and I expected ten. Why?",
@@ -75,27 +76,81 @@ def test_apply_with_many_edits_and_pieces_matches_the_general_path() -> None:
     assert isinstance(few, View)
 
 
-@pytest.mark.parametrize("text", _texts())
-def test_detector_pre_checks_never_hide_a_finding(
-    text: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fast = Detectors(DetectorConfig())
-    expected = fast.find(normalise(text))
-    slow = Detectors(DetectorConfig())
-    slow._phone_shape = re.compile(rb"")
-    monkeypatch.setattr(detectors, "_has_five_digits", lambda _text: True)
-    assert slow.find(_forced_views(text)) == expected
+# The lexicon and do-not-contact list of the detector tests: the term pre-check depends
+# on them.
+REFERENCE = Detectors(CONFIG, prefilter=False)
+FAST = Detectors(CONFIG)
+
+# Edge cases of the pre-checks: terms joined in part, phone numbers without three digits
+# in a row, a "+" after four separators, "p o b", a unit or street suffix that leetspeak
+# hides in the letters view, top-level domains after each kind of dot.
+EDGES = [
+    "snitchesget stitches",
+    "you'redead",
+    "watch yourback",
+    "roe,jane and tobias.wrenfield",
+    "5o5-o5o-5oo5",
+    "1o1-o1o-1oo1 call",
+    "555----+1212----+1234",
+    "call 555 1212",
+    "po b 12",
+    "p ob 12",
+    "send to apt5 now",
+    "12 main st!x",
+    "12 main 5t",
+    "gmail\n.com",
+    "gmail\t. com",
+    "bit\u3002ly/x",
+    "john(at)gmail(dot)com",
+    "john at gmail [.] com",
+    "site .io",
+    "x.xn--p1ai",
+    "see www.python.py",
+    "go to foo.is/bar",
+    "mail me: j@protonmail",
+    "jo@yandex",
+    "ftp://10.1.2.3/x",
+]
 
 
-def test_the_joined_hint_trie_finds_what_the_alternation_finds() -> None:
-    rng = random.Random(5)
-    words = ["killyou", "killhim", "killmyself", "kill", "selfharm", "snitches", "a.b", "x"]
-    trie = re.compile(detectors._literal_trie(words))
-    flat = re.compile("|".join(re.escape(w) for w in words))
-    assert trie.pattern.startswith("(?:")
-    alphabet = "kilyoumhsefar.bx "
-    for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
-        assert (trie.search(text) is None) == (flat.search(text) is None), text
-        assert bool(trie.fullmatch(text)) == (text in words), text
-    assert re.compile(detectors._literal_trie([])).search("anything") is None
+def _generated(seed: int, count: int) -> list[str]:
+    """Texts glued from pieces every pre-check looks at (and pieces they must ignore)."""
+    rng = random.Random(seed)
+    pieces = [
+        *("gmail", ".", " dot ", "com", "co", "is", "www", "/", ":", "http", "@", " at ", "io"),
+        *("5", "55", "555", "1212", "1234", "-", " ", "(", ")", ",", "+", "plus ", "o", "l"),
+        *("street", "st", "ave", "box", "po", "p.o.", "b", "apt", "unit", "zip", "ca", "il"),
+        *("90210", "sw1a", "1aa", "snap", "chat", "my", "add me on", "kill", "you", "'re"),
+        *("dead", "jane", "roe", "five", "oh", "double", "#", "[.]", "xn--p1ai", "me", "i"),
+        *("proton", "mail", "\u3002", "\u200b", "\u00e9", "\u202e", "\u0430", "\n", "\t"),
+        *("h3ll0", "$", "!", "j.o.h.n", "aGVsbG8gd29ybGQ=", "deadbeef", "0x", "?", "_"),
+    ]
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 16))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("text", _texts() + EDGES)
+def test_detector_pre_checks_never_hide_a_finding(text: str) -> None:
+    assert FAST.find(normalise(text)) == REFERENCE.find(_forced_views(text))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_detector_pre_checks_on_generated_text(seed: int) -> None:
+    for text in _generated(seed, 1500):
+        assert FAST.find(normalise(text)) == REFERENCE.find(_forced_views(text)), text
+
+
+def test_the_reference_runs_the_detectors_the_pre_checks_skip() -> None:
+    # Without the pre-checks the same findings come out (the tests above), so these
+    # texts, which each pre-check refuses early, prove the reference really looks.
+    for text in ("5o5-o5o-5oo5", "snitchesget stitches", "po b 12"):
+        assert REFERENCE.find(_forced_views(text))
+
+
+def test_term_words_use_the_rarer_end_of_each_term() -> None:
+    words, always = detectors._term_words(CONFIG)
+    assert not always
+    assert {b"kill", b"killyou", b"dead", b"youredead", b"burner"} <= words
+    assert b"you" not in words
+    assert {b"jane", b"janeroe", b"roejane"} <= words
+    odd = DetectorConfig(lexicon=(LexiconTerm("blaze 420", "watch"),))
+    assert detectors._term_words(odd)[1]
