@@ -438,6 +438,18 @@ def _blob_char(ch: str) -> str:
     return out
 
 
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+
+
+def _blob_chars(m: re.Match[str]) -> str:
+    return "".join(_blob_char(ch) for ch in m.group())
+
+
+def _blob_text(text: str) -> str:
+    """The text of :func:`_blob_view` (without the map back to ``text``)."""
+    return text if text.isascii() else _NON_ASCII_RUN.sub(_blob_chars, text)
+
+
 def _blob_view(text: str) -> View:
     """Invisible characters dropped, NFKC, look-alikes mapped, case kept."""
     n = len(text)
@@ -707,7 +719,14 @@ class Detectors:
         ndigits = _count_digits(digits.text)
 
         pf = self._prefilter
-        full = not words.isdisjoint(_DOT_WORDS) or any(k in lb for k in _DOT_MARKS)
+        full = (
+            b" ." in lb
+            or b"[" in lb
+            or b"(" in lb
+            or b"{" in lb
+            or b"?" in lb
+            or not words.isdisjoint(_DOT_WORDS)
+        )
         # A domain (of a link or an e-mail address) ends in a top-level domain: a word
         # right after a dot, or after a bracketed, spaced or spelled dot.
         schemes = not pf or ("/" in lt and ":" in lt)
@@ -761,12 +780,15 @@ class Detectors:
         cfg = self.config
         if len(original) < min(cfg.min_hex_chars, cfg.min_entropy_chars):
             return
-        non_ascii_blob = None if original.isascii() else _blob_view(original)
-        blob_text = original if non_ascii_blob is None else non_ascii_blob.text
+        blob_text = _blob_text(original)
         encoded = _class_switches(blob_text) >= _MIN_CLASS_SWITCHES
         if not pf or encoded or _count_digits(blob_text) * 10 >= cfg.min_hex_chars * 3:
-            # For ASCII text the view is only built when a blob scan runs.
-            blob = non_ascii_blob or View(original, skeleton.starts, skeleton.ends)
+            # The view (with its map) is only built when a blob scan runs.
+            blob = (
+                View(original, skeleton.starts, skeleton.ends)
+                if original.isascii()
+                else _blob_view(original)
+            )
             for hit in self._blobs(blob.text, encoded=encoded):
                 yield hit, blob
 
@@ -1026,7 +1048,7 @@ class Detectors:
         for view in (views.letters, views.digits) if patterns or zip_code else ():
             text = view.text
             # Every ZIP alternative holds five digits in a row: skip the long scan without.
-            if zip_code and (not pf or _has_five_digits(text)):
+            if zip_code and (not pf or _zip_possible(text)):
                 view_patterns = [*patterns, zip_pattern]
             elif patterns:
                 view_patterns = patterns
@@ -1041,7 +1063,7 @@ class Detectors:
                 for m in matches:
                     yield _Hit(Category.ADDRESS, detector, m.start(), m.end()), view
         text = views.digits.text
-        if not pf or (ndigits and _INWARD.search(text) is not None):
+        if not pf or (ndigits and _inward_possible(text)):
             for m in self._postcode.finditer(text):
                 if self._postcode_strict.match(m.group().replace(" ", "")):
                     yield (
@@ -1252,14 +1274,47 @@ def _class_switches(text: str) -> int:
 
 _DIGITS3 = re.compile(r"[0-9][0-9][0-9]")
 _FIVE_DIGITS = re.compile(r"\d{5}")
-_DIGIT_MARKS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 
 
-def _has_five_digits(text: str) -> bool:
-    """True if ``text`` holds five decimal digits in a row (``\\d{5}``)."""
-    if text.isascii():
-        return b"00000" in text.encode("ascii").translate(_DIGIT_MARKS)
-    return _FIVE_DIGITS.search(text) is not None
+# ASCII classes for the ZIP and postcode pre-checks: digits "0", whitespace (as the str
+# regexes see it, \x1c-\x1f too) " ", the letters of a postcode's inward code "a".
+_ZIP_CLASSES = bytes(
+    ord("0") if 48 <= i <= 57 else ord(" ") if chr(i).isspace() else ord("x") for i in range(256)
+)
+_INWARD_CLASSES = bytes(
+    ord("0")
+    if 48 <= i <= 57
+    else ord(" ")
+    if chr(i).isspace()
+    else ord("a")
+    if chr(i) in "abdefghjlnpqrstuwxyz"
+    else ord("x")
+    if chr(i) in "ikmov"
+    else ord(".")
+    for i in range(256)
+)
+_INWARD_SHAPES = tuple(
+    code + end for code in (b"0aa", b"0 aa", b"0a a", b"0 a a") for end in (b" ", b".")
+)
+
+
+def _zip_possible(text: str) -> bool:
+    """False when ``_zip`` cannot match ``text``: each alternative holds "zip", "post", or
+    whitespace and then five digits (a state, then the ZIP)."""
+    if not text.isascii():
+        return _FIVE_DIGITS.search(text) is not None
+    if "zip" in text or "post" in text:
+        return True
+    return b" 00000" in text.encode("ascii").translate(_ZIP_CLASSES)
+
+
+def _inward_possible(text: str) -> bool:
+    """False when :data:`_INWARD` (a digit, two inward-code letters, each with an optional
+    space before it, then no letter or digit) cannot match ``text``."""
+    if not text.isascii():
+        return _INWARD.search(text) is not None
+    t = text.encode("ascii").translate(_INWARD_CLASSES) + b"."
+    return any(shape in t for shape in _INWARD_SHAPES)
 
 
 # The digits view for the phone pre-check: digits "0", the letters a run reads as digits
@@ -1291,7 +1346,6 @@ def _phone_run_possible(digits: str, least: int) -> bool:
 
 _TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS | {"www", "http", "https", "hxxp"})
 _DOT_WORDS = frozenset({b"dot", b"period", b"point"})
-_DOT_MARKS = (b" .", b"[", b"(", b"{", "。".encode("ascii", "replace"))
 _STRONG_TLD_WORDS = frozenset(t.encode() for t in STRONG_TLDS)
 _WEAK_TLD_WORDS = frozenset(t.encode() for t in WEAK_TLDS)
 _ALL_TLDS = _STRONG_TLD_WORDS | _WEAK_TLD_WORDS

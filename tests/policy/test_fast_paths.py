@@ -110,6 +110,12 @@ EDGES = [
     "mail me: j@protonmail",
     "jo@yandex",
     "ftp://10.1.2.3/x",
+    "Springfield, IL 62704",
+    "zip:90210",
+    "TX\t75001-1234",
+    "ec1a\x1c1bb",
+    "SW1A 1AA",
+    "ec1a 1 b b",
 ]
 
 
@@ -154,3 +160,21 @@ def test_term_words_use_the_rarer_end_of_each_term() -> None:
     assert {b"jane", b"janeroe", b"roejane"} <= words
     odd = DetectorConfig(lexicon=(LexiconTerm("blaze 420", "watch"),))
     assert detectors._term_words(odd)[1]
+
+
+@pytest.mark.parametrize("text", [*_texts(), *EDGES, "a\u0430\u200b\uff11x\u00e9"])
+def test_blob_text_is_the_text_of_the_blob_view(text: str) -> None:
+    assert detectors._blob_text(text) == detectors._blob_view(text).text
+
+
+def test_postcode_and_zip_pre_checks_hold_on_random_text() -> None:
+    rng = random.Random(11)
+    alphabet = "0123456789 abdnuxikmovzipostZ\t\x1c.,-:"
+    for _ in range(40_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        if detectors._INWARD.search(text) is not None:
+            assert detectors._inward_possible(text), text
+        if FAST._zip.search(text) is not None:
+            assert detectors._zip_possible(text), text
+    assert not detectors._inward_possible("my loop prints 9 numbers")
+    assert detectors._inward_possible("sw1a 1aa")
