@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from relay.audit import AuditEvent, EventKind
@@ -116,7 +117,15 @@ def record_events(home: FacilityHome, events: Sequence[AuditEvent]) -> str:
         raise AuditError(f"the relay could not record it: {exc}") from None
     except ControlError:
         pass  # no relay running: write the log ourselves
-    asyncio.run(_append_direct(home, events))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_append_direct(home, events))
+    else:
+        # Called from inside an event loop (the demo builds its facility in one): the
+        # log is written from a thread of its own, with a loop of its own.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, _append_direct(home, events)).result()
     return "direct"
 
 

@@ -260,6 +260,31 @@ def _reload_relay(home: FacilityHome) -> None:
     _say(f"The running relay reloaded: {message}" if message else "The running relay reloaded.")
 
 
+def _record_admin(
+    home: FacilityHome, kind_name: str, detail: str, *, session: str | None = None
+) -> None:
+    """Record an administrator's change in the audit log (after it is made).
+
+    If it cannot be recorded the command fails (exit 2) saying so: the change stands,
+    but the facility must know its log lacks it.
+    """
+    from relay.audit import EventKind
+    from relay.audit_append import admin_event, record_events
+    from relay.errors import AuditError
+
+    kind = EventKind.ENROLMENT_CHANGED if kind_name == "enrolment" else EventKind.SCHEDULE_CHANGED
+    who = os.environ.get("USER") or "administrator"
+    event = admin_event(kind, detail, actor=f"admin:{who}", session=session)
+    try:
+        record_events(home, [event])
+    except AuditError as exc:
+        raise AuditError(
+            f"the change was made but could not be recorded in the audit log ({exc}); "
+            "fix the audit log (see 'classroom-relay audit verify'), then record the change "
+            "by hand in the facility's incident log"
+        ) from None
+
+
 # ---------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------
@@ -295,8 +320,9 @@ def cmd_init(args: argparse.Namespace, home: FacilityHome) -> int:
         passphrase = None
         _warn(
             f"the CA key will be stored WITHOUT a passphrase in {home.ca_key_file}: anyone who "
-            "can read that file can issue credentials for this facility. Use this only for "
-            "demos and tests."
+            "can read that file can issue credentials for this facility, and the staff audit "
+            "key beside it reads every message in the audit log. Use this only for demos and "
+            "tests."
         )
     else:
         passphrase = _new_passphrase()
@@ -394,6 +420,12 @@ def cmd_enroll(args: argparse.Namespace, home: FacilityHome) -> int:
         raise
     where = f" in classroom {classroom}" if classroom else ""
     verb = "Renewed" if existing is not None else "Enrolled"
+    _record_admin(
+        home,
+        "enrolment",
+        f"{verb.lower()} {role.value} {name}{where}, certificate serial "
+        f"{pki.serial_text(serial)}, valid until {utc_text(record.expires_at)}",
+    )
     _say(f"{verb} {role.value} {name}{where}: certificate serial {pki.serial_text(serial)}")
     _say(f"  valid until {_local(record.expires_at)} ({human_duration(valid)} from now)")
     _say(f"  relay address {bundle.relay_url}")
@@ -475,6 +507,13 @@ def cmd_revoke(args: argparse.Namespace, home: FacilityHome) -> int:
     store = RegistryStore(home)
     before = store.load().principals.get(name)
     record = store.revoke(name, reason, now=_now())
+    if not (before is not None and before.status is PrincipalStatus.REVOKED and before == record):
+        _record_admin(
+            home,
+            "enrolment",
+            f"revoked {record.role.value} {name}: {len(record.revoked_serials)} certificate(s)"
+            + (f" ({reason})" if reason else ""),
+        )
     if before is not None and before.status is PrincipalStatus.REVOKED and before == record:
         since = _local(record.revoked_at) if record.revoked_at else "earlier"
         _say(f"{name} was already revoked (since {since}); nothing changed in the registry.")
@@ -512,6 +551,7 @@ def cmd_learner_add(args: argparse.Namespace, home: FacilityHome) -> int:
     record = RegistryStore(home).add_learner(
         learner_id, pin=pin, display_name=args.name, now=_now()
     )
+    _record_admin(home, "enrolment", f"added learner {record.id}")
     _say(f"Added learner {record.id} ({record.display_name}).")
     return 0
 
@@ -530,6 +570,7 @@ def cmd_learner_list(args: argparse.Namespace, home: FacilityHome) -> int:
 def cmd_learner_remove(args: argparse.Namespace, home: FacilityHome) -> int:
     home.require()
     record = RegistryStore(home).remove_learner(args.id)
+    _record_admin(home, "enrolment", f"removed learner {record.id}")
     _say(f"Removed learner {record.id} ({record.display_name}); they can no longer sign in.")
     now = _now()
     on = sorted(
@@ -552,6 +593,7 @@ def cmd_learner_set_pin(args: argparse.Namespace, home: FacilityHome) -> int:
         )
     pin = _read_pin(args.pin)
     record = RegistryStore(home).set_pin(args.id, pin)
+    _record_admin(home, "enrolment", f"changed the PIN of learner {record.id}")
     _say(f"Changed the PIN of learner {record.id}.")
     return 0
 
@@ -583,6 +625,14 @@ def cmd_schedule_add(args: argparse.Namespace, home: FacilityHome) -> int:
     )
     registry = RegistryStore(home).load()
     ScheduleStore(home).add(cls, registry, now=_now())
+    _record_admin(
+        home,
+        "schedule",
+        f'scheduled "{cls.title}": instructor {cls.instructor}, classroom {cls.classroom}, '
+        f"learners {', '.join(sorted(cls.learners)) or 'none'}, "
+        f"{utc_text(cls.start)} to {utc_text(cls.end)}",
+        session=cls.id,
+    )
     _say(
         f'Scheduled class {cls.id} "{cls.title}": instructor {cls.instructor}, classroom '
         f"{cls.classroom}, {len(cls.learners)} learner(s)"
@@ -644,6 +694,7 @@ def cmd_schedule_remove(args: argparse.Namespace, home: FacilityHome) -> int:
     home.require()
     config = home.load_config()
     cls = ScheduleStore(home).remove(args.id)
+    _record_admin(home, "schedule", "removed from the schedule", session=cls.id)
     _say(f"Removed class {cls.id} from the schedule.")
     if cls.window(_now(), config.join_early, config.join_late) is WindowState.OPEN:
         _note(

@@ -231,8 +231,13 @@ async def test_wrong_pins_lock_the_learner_out(facility: Facility, relay: Relay)
 
 
 async def test_outside_the_class_window(facility: Facility, relay: Relay) -> None:
-    facility.schedule(
-        "later", start=dt.timedelta(hours=5), end=dt.timedelta(hours=6), learners=("l1001",)
+    # Off the event loop: the command tells the running relay over its control socket.
+    await asyncio.to_thread(
+        facility.schedule,
+        "later",
+        start=dt.timedelta(hours=5),
+        end=dt.timedelta(hours=6),
+        learners=("l1001",),
     )
     err = await refusal_of(instructor(facility, relay, session="later"))
     assert err.code is ErrorCode.OUTSIDE_WINDOW

@@ -62,7 +62,11 @@ async def test_serve_runs_until_sigterm(facility: Facility) -> None:
     assert proc.returncode == 0, err.decode()
     assert "stopped" in rest.decode()
     kinds = [r["kind"] for r in facility.audit_records()]
-    assert kinds[0] == "relay.started"
+    # Before it: the administrator's enrolments and schedule, recorded when made.
+    assert {k for k in kinds[: kinds.index("relay.started")]} == {
+        "admin.enrolment",
+        "admin.schedule",
+    }
     assert kinds[-1] == "relay.stopped"
     assert "message.delivered" in kinds
     assert not facility.home.control_socket.exists()
