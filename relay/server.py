@@ -425,12 +425,14 @@ class Relay:
         self.clock = clock
         self.registry_store = RegistryStore(home)
         self.schedule_store = ScheduleStore(home)
+        policy = policy or load_policy(home.policy_toml)
+        # Opened last: it takes the log's writer lock, released by stop().
         self.audit: AuditSink = audit or open_audit_store(home, config, clock)
         self.state = RelayState(
             limits=config.limits,
             registry=self._registry,
             schedule=self._schedule,
-            policy=policy or load_policy(home.policy_toml),
+            policy=policy,
             join_early=config.join_early,
             join_late=config.join_late,
         )
@@ -897,8 +899,8 @@ async def running_relay(
     from relay.control import control_server
 
     relay = Relay(home, home.load_config(), audit=audit)
-    await relay.start(outside, inside)
     try:
+        await relay.start(outside, inside)
         if control:
             async with control_server(relay):
                 yield relay
