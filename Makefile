@@ -34,6 +34,7 @@ unit: $(STAMP)
 ## make bench: benchmarks, each with a baseline measured in the same run.
 bench: $(STAMP)
 	$(BIN)/classroom-relay bench chat
+	$(BIN)/classroom-relay bench audit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -3,7 +3,10 @@
 Scenarios register themselves in :data:`SCENARIOS`; ``classroom-relay bench`` without a
 scenario lists them. ``policy`` times the content policy's decision per message on the
 policy corpora and reports its recall and false-positive rate (no relay, no network).
-``chat``:
+``audit`` appends delivered-chat records to a fresh audit log with group commit (many
+writers each awaiting its receipt, as the relay's classes do) and verifies the log; its
+baselines are the same bytes written with as many write + fsync calls, one fsync per
+record, and one SHA-256 per record over the same bytes. ``chat``:
 
 * the *baseline* is a bare aiohttp WebSocket forwarder behind the same TLS set-up as the
   relay (TLS 1.3, the facility's outside server certificate, client certificates from the
@@ -38,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -55,12 +59,17 @@ from typing import Any, TextIO
 import aiohttp
 import msgpack
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from policy.decisions import Action, Kind, Route, Subject
 from policy.engine import ContentPolicy, default_policy, default_policy_files, load_policy
 from relay import wire
+from relay.audit import AuditEvent, EventKind
+from relay.audit_store import AuditStore, CheckpointSink, list_segments
+from relay.auditlog import MAGIC, Frame, SegmentSource, read_frames, verify_log
 from relay.bundle import load_bundle
-from relay.errors import ConfigError
+from relay.errors import AuditError, ConfigError
 from relay.home import FacilityHome
 from relay.identity import Listener, ParticipantRole
 from relay.messages import Channel, Chat, Hello
@@ -1556,6 +1565,413 @@ def policy_main(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# the audit scenario
+# ---------------------------------------------------------------------------------------
+
+DEFAULT_AUDIT_RECORDS = 50_000
+QUICK_AUDIT_RECORDS = 2_000
+DEFAULT_AUDIT_WINDOW = 64
+DEFAULT_FSYNC_RECORDS = 1_000
+QUICK_FSYNC_RECORDS = 100
+DEFAULT_AUDIT_REPEAT = 5
+TARGET_VERIFY_PER_S = 200_000.0
+AUDIT_SESSION = "bench-audit"
+AUDIT_POLICY_VERSION = "sha256:" + "0" * 64
+"""What a policy version looks like in a record (its length is what matters here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditOptions:
+    records: int
+    """Events appended in the timed run."""
+    window: int
+    """Events in flight: each of this many writers submits one event and awaits its receipt."""
+    fsync_records: int
+    """Records written one fsync each for the fsync-per-record baseline."""
+    repeat: int
+    """Timed passes of the verifier (and of its baseline); the median is reported."""
+    directory: Path | None
+    """Where the log is written (None: a temporary directory); fsync costs depend on it."""
+    json: bool
+
+    def __post_init__(self) -> None:
+        if self.records < 10 or self.window < 1 or self.fsync_records < 1 or self.repeat < 1:
+            raise ValueError("--records >= 10, --window >= 1, --fsync-records >= 1, --repeat >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    records: int
+    """Events appended (and acknowledged) in the timed run."""
+    window: int
+    commits: int
+    """Commit groups the store made (one write and one fsync each)."""
+    append_s: float
+    append_cpu_s: float
+    """CPU time of this process (event loop and the store's I/O thread) during the run."""
+    raw_group_s: float
+    """The same bytes in as many write + fsync calls as the store made, nothing else."""
+    fsync_records: int
+    fsync_per_record_s: float
+    """``fsync_records`` records, one write + fsync each."""
+    log_records: int
+    """Every record in the log (events, segment headers, keys, checkpoints)."""
+    log_bytes: int
+    segments: int
+    checkpoints: int
+    verify_runs_s: tuple[float, ...]
+    sha256_runs_s: tuple[float, ...]
+    """One SHA-256 per record over the same record bytes, already in memory."""
+    filesystem: str
+    total_s: float
+
+    @property
+    def append_per_s(self) -> float:
+        return self.records / self.append_s
+
+    @property
+    def raw_group_per_s(self) -> float:
+        return self.records / self.raw_group_s
+
+    @property
+    def fsync_per_record_per_s(self) -> float:
+        return self.fsync_records / self.fsync_per_record_s
+
+    @property
+    def verify_s(self) -> float:
+        return sorted(self.verify_runs_s)[(len(self.verify_runs_s) - 1) // 2]
+
+    @property
+    def sha256_s(self) -> float:
+        return sorted(self.sha256_runs_s)[(len(self.sha256_runs_s) - 1) // 2]
+
+    @property
+    def verify_per_s(self) -> float:
+        return self.log_records / self.verify_s
+
+    @property
+    def sha256_per_s(self) -> float:
+        return self.log_records / self.sha256_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": "audit",
+            "append_per_s": round(self.append_per_s, 1),
+            "verify_per_s": round(self.verify_per_s, 1),
+            "raw_group_fsync_per_s": round(self.raw_group_per_s, 1),
+            "append_vs_raw_ratio": round(self.append_per_s / self.raw_group_per_s, 3),
+            "fsync_per_record_per_s": round(self.fsync_per_record_per_s, 1),
+            "group_commit_speedup": round(self.append_per_s / self.fsync_per_record_per_s, 2),
+            "sha256_per_s": round(self.sha256_per_s, 1),
+            "verify_vs_sha256_ratio": round(self.verify_per_s / self.sha256_per_s, 3),
+            "target_verify_per_s": TARGET_VERIFY_PER_S,
+            "verify_ok": self.verify_per_s >= TARGET_VERIFY_PER_S,
+            "records": self.records,
+            "window": self.window,
+            "commits": self.commits,
+            "records_per_commit": round(self.records / max(1, self.commits), 1),
+            "append_s": round(self.append_s, 3),
+            "append_cpu_us_per_record": round(self.append_cpu_s / self.records * 1e6, 2),
+            "fsync_records": self.fsync_records,
+            "log_records": self.log_records,
+            "log_bytes": self.log_bytes,
+            "bytes_per_record": round(self.log_bytes / self.log_records, 1),
+            "segments": self.segments,
+            "checkpoints": self.checkpoints,
+            "verify_s_runs": [round(s, 4) for s in self.verify_runs_s],
+            "sha256_s_runs": [round(s, 4) for s in self.sha256_runs_s],
+            "repeat": len(self.verify_runs_s),
+            "filesystem": self.filesystem,
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count() or 0,
+            "total_s": round(self.total_s, 2),
+        }
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the file system ``path`` is on (Linux ``/proc/mounts``), or "unknown"."""
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "unknown"
+    target = str(path.resolve())
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+def audit_events(count: int) -> list[AuditEvent]:
+    """Delivered chat records as the choke point writes them (100-character messages)."""
+    now = time.time()
+    return [
+        AuditEvent(
+            EventKind.MESSAGE_DELIVERED,
+            now + i * 1e-4,
+            AUDIT_SESSION,
+            f"instructor:{INSTRUCTOR}",
+            msg_id=f"m-{i}",
+            seq=i + 1,
+            channel=Channel.CLASS.value,
+            decision="delivered",
+            rule="allow",
+            content=CHAT_TEXT,
+            policy_version=AUDIT_POLICY_VERSION,
+        )
+        for i in range(count)
+    ]
+
+
+async def _append(store: AuditStore, events: Sequence[AuditEvent], window: int) -> None:
+    """``window`` writers, each submitting one event and awaiting its receipt, as the
+    relay's classes do; the store gathers what arrives during one fsync into the next
+    group."""
+    it = iter(events)
+
+    async def writer() -> None:
+        for event in it:
+            await store.submit((event,))
+
+    await asyncio.gather(*(writer() for _ in range(window)))
+
+
+def _time_writes(path: Path, chunks: Sequence[bytes]) -> float:
+    """Seconds to append each chunk to a new file with one write and one fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    try:
+        started = time.perf_counter()
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        return time.perf_counter() - started
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+def _split(data: bytes, parts: int) -> list[bytes]:
+    size = max(1, math.ceil(len(data) / max(1, parts)))
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def run_audit(opts: AuditOptions, say: Callable[[str], None]) -> AuditReport:
+    """Append with group commit, then verify, on a fresh log with fresh keys."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="relay-bench-audit-", dir=opts.directory) as tmp:
+        root = Path(tmp)
+        (root / "sink").mkdir()
+        signing = Ed25519PrivateKey.generate()
+        staff = X25519PrivateKey.generate()
+        sink_path = root / "sink" / "latest"
+        events = audit_events(opts.records)
+
+        async def append() -> tuple[float, float, int]:
+            store = AuditStore(
+                root / "audit",
+                signing_key=signing,
+                staff_public=staff.public_key(),
+                sink_path=sink_path,
+            )
+            try:
+                cpu, clock = time.process_time(), time.perf_counter()
+                await _append(store, events, opts.window)
+                seconds, cpu_s = time.perf_counter() - clock, time.process_time() - cpu
+                return seconds, cpu_s, store.commits
+            finally:
+                await store.close()
+
+        say(f"appending {opts.records:,} records, {opts.window} in flight ...")
+        append_s, append_cpu_s, commits = asyncio.run(append())
+        segments = list_segments(root / "audit")
+        data = [p.read_bytes() for p in segments]
+        log_bytes = sum(len(d) for d in data)
+        frames = [(d, f) for d in data for f in read_frames(d) if isinstance(f, Frame)]
+        raw = b"".join(d[len(MAGIC) :] for d in data)
+
+        say(f"baselines: the same bytes in {commits:,} write + fsync calls; fsync per record ...")
+        raw_group_s = _time_writes(root / "raw-groups", _split(raw, commits))
+        fsync_records = min(opts.fsync_records, len(frames))
+        one_by_one = [d[f.offset : f.end] for d, f in frames[:fsync_records]]
+        fsync_s = _time_writes(root / "raw-records", one_by_one)
+
+        say(f"verifying {len(frames):,} records, {opts.repeat} time(s) ...")
+        sources = [SegmentSource(p.name, p.read_bytes) for p in segments]
+        public = signing.public_key()
+        verify_runs: list[float] = []
+        checkpoints = 0
+        for _ in range(opts.repeat):
+            sink = CheckpointSink(sink_path).read()
+            clock = time.perf_counter()
+            report = verify_log(sources, signing_key=public, sink=sink)
+            verify_runs.append(time.perf_counter() - clock)
+            if not report.ok:
+                raise BenchError(f"the benchmark's log does not verify: {report.problems[0]}")
+            if report.records != len(frames):
+                raise BenchError(f"verified {report.records} records of {len(frames)}")
+            checkpoints = report.checkpoints
+        records = [f.record for _, f in frames]
+        sha256 = hashlib.sha256
+        sha_runs: list[float] = []
+        for _ in range(opts.repeat):
+            clock = time.perf_counter()
+            for record in records:
+                sha256(record).digest()
+            sha_runs.append(time.perf_counter() - clock)
+        filesystem = filesystem_of(root)
+    return AuditReport(
+        records=opts.records,
+        window=opts.window,
+        commits=commits,
+        append_s=append_s,
+        append_cpu_s=append_cpu_s,
+        raw_group_s=raw_group_s,
+        fsync_records=fsync_records,
+        fsync_per_record_s=fsync_s,
+        log_records=len(frames),
+        log_bytes=log_bytes,
+        segments=len(segments),
+        checkpoints=checkpoints,
+        verify_runs_s=tuple(verify_runs),
+        sha256_runs_s=tuple(sha_runs),
+        filesystem=filesystem,
+        total_s=time.perf_counter() - started,
+    )
+
+
+def render_audit(report: AuditReport) -> str:
+    r = report.to_json()
+    met = "met" if r["verify_ok"] else "NOT met"
+    note = (
+        "  (fsync costs nothing on tmpfs: use --dir on the disk the relay's log is on)"
+        if report.filesystem == "tmpfs"
+        else ""
+    )
+    return "\n".join(
+        [
+            f"classroom-relay bench audit: Python {r['python']}, {r['cpu_count']} CPU(s); "
+            f"file system {report.filesystem}.{note}",
+            f"{report.records:,} delivered-chat records ({len(CHAT_TEXT)}-character contents, "
+            f"encrypted), {report.window} in flight, default [audit] settings; "
+            f"{r['bytes_per_record']:.0f} bytes per record on disk.",
+            "",
+            "append with group commit (hash chain, encryption, signed checkpoints, fsync):",
+            f"  {r['append_per_s']:>12,.0f} records/s   {report.commits:,} commits, "
+            f"{r['records_per_commit']:.1f} records each; "
+            f"{r['append_cpu_us_per_record']:.1f} us CPU per record",
+            f"  {r['raw_group_fsync_per_s']:>12,.0f} records/s   baseline: the same bytes in as "
+            f"many write + fsync calls  -> ratio {r['append_vs_raw_ratio']:.2f}",
+            f"  {r['fsync_per_record_per_s']:>12,.0f} records/s   baseline: one write + fsync per "
+            f"record ({report.fsync_records:,} records)  -> group commit "
+            f"{r['group_commit_speedup']:.1f}x",
+            f"verify ({report.log_records:,} records, {report.segments} segment(s), "
+            f"{report.checkpoints} signed checkpoints; median of {r['repeat']}):",
+            f"  {r['verify_per_s']:>12,.0f} records/s   target >= {TARGET_VERIFY_PER_S:,.0f}: "
+            f"{met}",
+            f"  {r['sha256_per_s']:>12,.0f} records/s   baseline: one SHA-256 per record over the "
+            f"same bytes in memory  -> ratio {r['verify_vs_sha256_ratio']:.2f}",
+            f"Took {report.total_s:.1f} s.",
+        ]
+    )
+
+
+def audit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} audit",
+        description="The audit log: records appended per second with group commit (against "
+        "the same bytes written with as many fsyncs, and against one fsync per record), "
+        "and records verified per second (against one SHA-256 per record over the same "
+        f"bytes; target >= {TARGET_VERIFY_PER_S:,.0f}/s). A fresh log with fresh keys.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quick", action="store_true", help="a small run (tests and CI)")
+    p.add_argument(
+        "--records",
+        type=_positive,
+        metavar="N",
+        help=f"records appended (default {DEFAULT_AUDIT_RECORDS:,}, --quick "
+        f"{QUICK_AUDIT_RECORDS:,})",
+    )
+    p.add_argument(
+        "--window",
+        type=_positive,
+        default=DEFAULT_AUDIT_WINDOW,
+        metavar="N",
+        help=f"records in flight, each awaiting its receipt (default {DEFAULT_AUDIT_WINDOW})",
+    )
+    p.add_argument(
+        "--fsync-records",
+        type=_positive,
+        metavar="N",
+        help=f"records for the fsync-per-record baseline (default {DEFAULT_FSYNC_RECORDS:,}, "
+        f"--quick {QUICK_FSYNC_RECORDS})",
+    )
+    p.add_argument(
+        "--repeat",
+        type=_positive,
+        metavar="N",
+        help=f"timed verifier passes, the median is reported (default {DEFAULT_AUDIT_REPEAT}, "
+        "--quick 1)",
+    )
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="write the log under DIR (default: the system's temporary directory); fsync "
+        "costs depend on the disk",
+    )
+    return p
+
+
+@scenario("audit", "audit log: records appended per second (group commit) and verified per second")
+def audit_main(argv: list[str]) -> int:
+    try:
+        args = audit_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    quick = bool(args.quick)
+    try:
+        opts = AuditOptions(
+            records=args.records or (QUICK_AUDIT_RECORDS if quick else DEFAULT_AUDIT_RECORDS),
+            window=args.window,
+            fsync_records=args.fsync_records
+            or (QUICK_FSYNC_RECORDS if quick else DEFAULT_FSYNC_RECORDS),
+            repeat=args.repeat or (1 if quick else DEFAULT_AUDIT_REPEAT),
+            directory=Path(args.dir) if args.dir else None,
+            json=args.json,
+        )
+    except ValueError as exc:
+        print(f"{PROG} audit: error: {exc}", file=sys.stderr)
+        return 2
+    if opts.directory is not None and not opts.directory.is_dir():
+        print(f"{PROG} audit: error: --dir {opts.directory} is not a directory", file=sys.stderr)
+        return 2
+
+    def say(text: str) -> None:
+        if not opts.json:
+            print(text, flush=True)
+
+    try:
+        report = run_audit(opts, say)
+    except (BenchError, AuditError, OSError) as exc:
+        print(f"{PROG} audit: error: {exc}", file=sys.stderr)
+        return 1
+    if opts.json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print()
+        print(render_audit(report), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------------------
 
@@ -1585,6 +2001,8 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "SCENARIOS",
+    "AuditOptions",
+    "AuditReport",
     "BenchError",
     "ChatOptions",
     "ChatReport",
@@ -1595,6 +2013,7 @@ __all__ = [
     "build_facility",
     "main",
     "percentile",
+    "run_audit",
     "run_chat",
     "run_policy",
     "scenario",

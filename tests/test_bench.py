@@ -184,3 +184,61 @@ def test_policy_corpus_and_policy_options(
 def test_chat_lines_are_cut_to_length() -> None:
     lines = bench.chat_lines(["a" * 30, "b" * 50, "c" * 40, "d" * 250, "e"], chars=100)
     assert lines == [("a" * 30 + " " + "b" * 50 + " " + "c" * 40)[:100], "d" * 100]
+
+
+# ---------------------------------------------------------------------------------------
+# bench audit
+# ---------------------------------------------------------------------------------------
+
+AUDIT_NUMBERS = (
+    "append_per_s",
+    "verify_per_s",
+    "raw_group_fsync_per_s",
+    "append_vs_raw_ratio",
+    "fsync_per_record_per_s",
+    "group_commit_speedup",
+    "sha256_per_s",
+    "verify_vs_sha256_ratio",
+    "append_cpu_us_per_record",
+    "bytes_per_record",
+    "records_per_commit",
+)
+
+
+def test_audit_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["audit", "--json", "--records", "300", "--fsync-records", "20", "--repeat", "2"]
+    assert bench.main([*argv, "--window", "8", "--dir", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)  # one JSON object, nothing else
+    assert report["scenario"] == "audit"
+    for key in AUDIT_NUMBERS:
+        assert isinstance(report[key], int | float), key
+        assert report[key] > 0, key
+    assert report["records"] == 300
+    assert report["window"] == 8
+    assert report["fsync_records"] == 20
+    assert 1 <= report["commits"] <= 300
+    # Every event, plus at least a segment header, a key and the checkpoints.
+    assert report["log_records"] >= 300 + 2 + report["checkpoints"]
+    assert report["checkpoints"] >= 2  # opening and closing
+    assert report["segments"] == 1
+    assert report["log_bytes"] > 300 * 100  # 100-character contents, encrypted
+    assert report["repeat"] == 2
+    assert len(report["verify_s_runs"]) == len(report["sha256_s_runs"]) == 2
+    assert report["target_verify_per_s"] == 200_000
+    assert isinstance(report["verify_ok"], bool)
+    assert isinstance(report["filesystem"], str)
+    assert list(tmp_path.iterdir()) == []  # the temporary log is removed
+
+
+def test_audit_human_output_and_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["audit", "--quick", "--records", "100", "--fsync-records", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "append with group commit" in out
+    assert "one write + fsync per record" in out
+    assert "target >= 200,000" in out
+    assert "one SHA-256 per record" in out
+    assert bench.main(["audit", "--records", "5"]) == 2
+    assert "--records" in capsys.readouterr().err
+    assert bench.main(["audit", "--dir", "/nonexistent/relay-bench"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert "audit" in bench.SCENARIOS
