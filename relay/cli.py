@@ -989,13 +989,21 @@ def cmd_policy_replay(args: argparse.Namespace, home: FacilityHome) -> int:
     home.require()
     path = Path(args.policy)
     chosen = ChosenPolicy(load_policy(path), str(path))
-    reader = AuditLogReader(home)
+    from relay.audit_access import audit_access
+    from relay.audit_query import asked_text, record_read
+
+    access = audit_access(home, None, contents=True, passphrase=lambda: _ca_passphrase(home))
+    reader = AuditLogReader(home, access)
     if not reader.exists():
         _say(
             f"There is no audit log yet ({reader.path} does not exist): the relay writes it "
             "when it first runs. Nothing to replay."
         )
         return 0
+    asked = ["policy", "replay", "--policy", str(path)]
+    asked += ["--session", session] if session is not None else []
+    asked += ["--since", args.since] if args.since is not None else []
+    record_read(home, access, asked_text(asked))
     count = ReplayCount()
     try:
         for diff in replay(chosen.policy, reader.messages(session=session, since=since), count):

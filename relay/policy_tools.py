@@ -7,8 +7,9 @@
   file and shows the ones it would decide differently.
 
 The functions here return values and strings; ``relay.cli`` does the printing. The audit
-log is read in one place only, :class:`AuditLogReader`: when the audit log becomes the
-encrypted store, that class is what changes.
+log is read in one place only, :class:`AuditLogReader`, through
+:class:`relay.audit_read.AuditReader`; the contents it replays are decrypted with the
+staff audit key.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import Any
 
 from policy.decisions import Action, Decision, Kind, Redact, Route, Subject
 from policy.engine import ContentPolicy, default_policy, load_policy
+from relay.audit_access import AuditAccess
+from relay.auditlog import decrypt_content
+from relay.errors import AuditLogError, CredentialError
 from relay.home import FacilityHome, utc_text
 from relay.identity import ParticipantRole, parse_pid
 
@@ -258,60 +262,62 @@ class RecordedMessage:
 
 
 class AuditLogReader:
-    """Reads the recorded messages of a facility's audit log.
+    """Reads the recorded messages of a facility's audit log (``docs/audit.md``).
 
-    Today the log is ``audit/events.jsonl`` (JSON lines, ``relay.audit.JsonlAuditSink``).
-    Every record with ``content`` and ``msg_id`` is a message, whatever its kind, so
-    records of kinds added later are read too; review outcomes (``review.*``) are not
-    messages of their own and are left out. Lines that are not JSON objects, and
-    messages whose sender, time, channel or recipient cannot be understood, are counted
-    in :attr:`unreadable` and skipped.
+    The log's clear fields say which records are messages (those with a message id and
+    encrypted contents), of which class and when; only those selected are decrypted,
+    with the staff audit key of ``access``. Every such record is a message, whatever its
+    kind, so records of kinds added later are read too; review outcomes (``review.*``)
+    are not messages of their own and are left out. Messages whose sender, time, channel
+    or recipient cannot be understood, or whose contents do not decrypt, are counted in
+    :attr:`unreadable` and skipped.
 
     This class is the only code of the policy tools that knows the log's format.
     """
 
-    def __init__(self, home: FacilityHome) -> None:
-        self.path = home.audit_dir / "events.jsonl"
+    def __init__(self, home: FacilityHome, access: AuditAccess) -> None:
+        if access.staff_key is None:
+            raise CredentialError(
+                "replaying recorded messages reads their contents: it needs the staff audit key"
+            )
+        self.path = home.audit_dir
+        self._reader = access.reader(home)
         self.records = 0
         self.unreadable = 0
 
     def exists(self) -> bool:
-        return self.path.is_file()
+        return self._reader.exists()
 
     def messages(
         self, *, session: str | None = None, since: float | None = None
     ) -> Iterator[RecordedMessage]:
         """The recorded messages in log order, of one class and/or since a time.
 
-        Streams the file; raises ``OSError`` when it cannot be read."""
-        session_key = None if session is None else json.dumps(session)
-        with self.path.open(encoding="utf-8", errors="replace") as f:
-            for line in f:
-                self.records += 1
-                # Cheap checks on the text before parsing: most records are not messages.
-                if '"content"' not in line or '"msg_id"' not in line:
-                    continue
-                if session_key is not None and session_key not in line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    self.unreadable += 1
-                    continue
-                if not isinstance(record, dict):
-                    self.unreadable += 1
-                    continue
-                if str(record.get("kind", "")).startswith("review."):
-                    continue
-                message = recorded_message(record)
-                if message is None:
-                    self.unreadable += 1
-                    continue
-                if session is not None and message.session != session:
-                    continue
-                if since is not None and message.time < since:
-                    continue
-                yield message
+        Streams the log; raises :class:`relay.errors.AuditLogError` when a segment
+        cannot be read or is damaged."""
+        reader = self._reader
+        for stored in reader.records(decrypt=False):
+            self.records += 1
+            fields = stored.fields
+            # Cheap checks on the clear fields first: most records are not messages.
+            if "enc" not in fields or "msg_id" not in fields:
+                continue
+            if session is not None and fields.get("session") != session:
+                continue
+            if since is not None and stored.time < since:
+                continue
+            if stored.kind.startswith("review."):
+                continue
+            try:
+                contents = decrypt_content(stored.seq, fields["enc"], reader.data_key)
+            except AuditLogError:
+                self.unreadable += 1
+                continue
+            message = recorded_message({**stored.to_dict(), **contents})
+            if message is None:
+                self.unreadable += 1
+                continue
+            yield message
 
 
 def recorded_message(record: dict[str, Any]) -> RecordedMessage | None:

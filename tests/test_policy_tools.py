@@ -3,10 +3,12 @@ separate process reading standard input, and the pure formatting and reading fun
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ import pytest
 
 from policy.decisions import Action, Allow, Block, Hit, Kind, Redact, Route
 from relay import cli
+from relay.audit import AuditEvent, EventKind
+from relay.errors import CredentialError
 from relay.home import HOME_ENV
 from relay.identity import ParticipantRole
 from relay.policy_tools import (
@@ -30,6 +34,7 @@ from relay.policy_tools import (
     recorded_message,
     sample_subject,
 )
+from relay.server import open_audit_store
 from tests.conftest import Facility
 
 # Rules scoped by role, route and kind, so that each option of `policy test` changes a
@@ -326,19 +331,34 @@ RECORDS: list[dict[str, Any]] = [
 ]
 
 
-def write_log(facility: Facility, lines: list[str]) -> None:
-    path = AuditLogReader(facility.home).path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines))
+_KINDS = {kind.name_: kind for kind in EventKind}
+
+
+def event_of(fields: dict[str, Any]) -> AuditEvent:
+    """An audit event with the fields of a record as :func:`record` writes it."""
+    values = {k: v for k, v in fields.items() if k not in ("kind", "code")}
+    return AuditEvent(kind=_KINDS[fields["kind"]], **values)
+
+
+def write_log(facility: Facility, events: list[AuditEvent]) -> None:
+    """Append ``events`` to the facility's real audit log (encrypted, chained)."""
+
+    async def append() -> None:
+        store = open_audit_store(facility.home, facility.home.load_config())
+        try:
+            await store.submit(events)
+        finally:
+            await store.close()
+
+    asyncio.run(append())
 
 
 @pytest.fixture
 def audit_log(facility: Facility) -> Facility:
-    lines = [json.dumps(r) for r in RECORDS]
-    lines.insert(
-        3, '{"time": 1, "session": "py101", "msg_id": "m0", "content": "half'
-    )  # a torn write
-    write_log(facility, lines)
+    events = [event_of(r) for r in RECORDS]
+    # A message whose sender is not a participant id cannot be replayed: it is counted.
+    events.insert(3, event_of(record("m0", "message.delivered", "half", "r", actor="pc-01")))
+    write_log(facility, events)
     return facility
 
 
@@ -416,16 +436,32 @@ def test_replay_needs_a_selection_and_a_valid_policy(
 
 
 def test_replay_without_an_audit_log(facility: Facility, scoped_policy: Path) -> None:
-    assert not AuditLogReader(facility.home).exists()
+    shutil.rmtree(facility.home.audit_dir)
     code, out, _ = replay(facility, scoped_policy, "--since", "1d")
     assert code == 0
     assert "no audit log yet" in out
 
 
-def test_replay_of_a_log_the_relay_wrote(facility: Facility, scoped_policy: Path) -> None:
-    """The reader understands records as the relay's audit sink writes them."""
-    from relay.audit import AuditEvent, EventKind
+def test_replay_reads_contents_encrypted_at_rest(audit_log: Facility, scoped_policy: Path) -> None:
+    """The contents are not in the segment files in clear, yet the replay decrypts them."""
+    segments = sorted((audit_log.home.audit_dir / "segments").iterdir())
+    assert segments
+    assert not any(LINK.encode() in p.read_bytes() for p in segments)
+    code, out, err = replay(audit_log, scoped_policy, "--session", "py101", "--json")
+    assert code == 0, err
+    assert {d["content"] for d in decisions_of(out)} >= {LINK, EMAIL}
 
+
+def test_replay_is_recorded_as_a_read_of_the_log(audit_log: Facility, scoped_policy: Path) -> None:
+    code, _, err = replay(audit_log, scoped_policy, "--session", "py102")
+    assert code == 0, err
+    (read,) = [r for r in audit_log.audit_records() if r["kind"] == "audit.read"]
+    assert read["actor"].startswith("admin:")
+    assert read["detail"] == f"policy replay --policy {scoped_policy} --session py102"
+
+
+def test_replay_of_a_log_the_relay_wrote(facility: Facility, scoped_policy: Path) -> None:
+    """The reader understands records as the relay's audit store writes them."""
     event = AuditEvent(
         EventKind.MESSAGE_DELIVERED,
         LATE,
@@ -441,11 +477,20 @@ def test_replay_of_a_log_the_relay_wrote(facility: Facility, scoped_policy: Path
         content=LINK,
         policy_version="sha256:0000000000000000",
     )
-    write_log(facility, [json.dumps(event.to_record(), separators=(",", ":"))])
+    write_log(facility, [event])
     code, out, _ = replay(facility, scoped_policy, "--session", "py101", "--json")
     assert code == 0
     (diff,) = decisions_of(out)
     assert (diff["msg_id"], diff["new"]["rule"]) == ("a-1", "links")
+
+
+def test_replay_needs_the_staff_audit_key(facility: Facility) -> None:
+    from relay.audit_access import AuditAccess
+    from relay.audit_keys import load_signing_public
+
+    no_key = AuditAccess("admin:x", load_signing_public(facility.home.root), None)
+    with pytest.raises(CredentialError, match="staff audit key"):
+        AuditLogReader(facility.home, no_key)
 
 
 def test_recorded_messages_and_what_counts_as_different() -> None:
