@@ -270,6 +270,23 @@ async def test_submits_in_one_turn_make_one_group_and_one_fsync(tmp_path: Path, 
     assert contents(tmp_path, keys) == [f"m{i}" for i in range(50)]
 
 
+async def test_a_commit_interval_gathers_submits_of_later_turns(tmp_path: Path, keys: Keys) -> None:
+    storage = Storage()
+    settings = AuditSettings(commit_interval_s=0.5)
+    store = open_store(tmp_path, keys, opener=storage, settings=settings)
+    await write(store, ["first"])  # a group starts now: the next may not for 0.5 s
+    before = storage.calls.count("synced")
+    receipts = []
+    for i in range(5):  # five loop turns, well within the interval
+        receipts.append(as_future(store.submit((chat(f"m{i}"),))))
+        await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*receipts), 10.0)
+    assert storage.calls.count("synced") - before == 1
+    await store.close()
+    assert_ok(verify(tmp_path, keys))
+    assert contents(tmp_path, keys) == ["first"] + [f"m{i}" for i in range(5)]
+
+
 # ---------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------
