@@ -633,6 +633,11 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     unsigned_tail: int
     """Records after the last signed checkpoint (normal while the relay writes)."""
+    leftovers: tuple[str, ...] = ()
+    """Segments a valid tombstone says were removed, still present (a retention run was
+    interrupted before it deleted them all); skipped, not verified."""
+    in_flight: int = 0
+    """Bytes of an unfinished frame at the very end of a log being written (``live_tail``)."""
 
     @property
     def ok(self) -> bool:
@@ -651,13 +656,21 @@ class SegmentSource:
 @dataclass(slots=True)
 class _Walk:
     log_id: bytes | None = None
+    """The log being verified: pinned by the sink when there is one."""
     seq: int = 0
     chain: bytes = b""
     records: int = 0
     checkpoints: int = 0
     last_cp: Checkpoint | None = None
     sink_checked: bool = False
+    in_flight: int = 0
     problems: list[Problem] = field(default_factory=list)
+
+    def start(self, log_id: bytes) -> None:
+        """Before record 1: the chain begins at the genesis hash of ``log_id``."""
+        if self.log_id is None:
+            self.log_id = log_id
+        self.chain = genesis_hash(self.log_id)
 
 
 def verify_log(
@@ -668,56 +681,57 @@ def verify_log(
     sink: Checkpoint | None = None,
     sink_name: str = "checkpoint sink",
     sink_required: bool = True,
+    live_tail: bool = False,
 ) -> VerifyReport:
     """Check a whole log: frames, sequence, chain, signatures, tombstones, the sink.
 
-    Stops at the first problem in the chain (what follows it cannot be trusted), and
-    reports it with its segment, record and byte offset.
+    Stops at the first problem (what follows it cannot be trusted), and reports it with
+    its segment, record and byte offset. The sink's signature is checked first, and its
+    log id pins the log: a segment of another log is refused where it appears.
+    ``live_tail``: a writer is appending, so the last segment may end inside a frame.
     """
     walk = _Walk()
     signer = key_fingerprint(raw_public(signing_key))
-    by_first = {t.first: t for t in tombstones}
-    used: list[Tombstone] = []
+    valid_tombs = [t for t in tombstones if t.signer == signer and t.valid(signing_key)]
+    invalid_tombs = {t.first: t for t in tombstones if t not in valid_tombs}
+    by_first = {**invalid_tombs, **{t.first: t for t in valid_tombs}}
+    removed = {name for t in valid_tombs for name, _ in t.segments}
     ordered = sorted(segments, key=lambda s: (s.first_seq is None, s.first_seq or 0, s.name))
-    for source in ordered:
+    leftovers = tuple(s.name for s in ordered if s.name in removed)
+    ordered = [s for s in ordered if s.name not in removed]
+    used: list[Tombstone] = []
+    if sink is not None:
+        if sink.signer != signer or not sink.valid(signing_key):
+            walk.problems.append(
+                Problem(
+                    sink_name,
+                    sink.seq,
+                    None,
+                    "the checkpoint's signature is not valid (forged, or signed by another "
+                    "key than the relay's audit signing key)",
+                )
+            )
+            ordered = []
+        else:
+            walk.log_id = sink.log_id
+    for i, source in enumerate(ordered):
         if source.first_seq is None:
             walk.problems.append(Problem(source.name, None, None, "not a segment file name"))
             break
-        if walk.log_id is not None and source.first_seq != walk.seq + 1:
-            gap = by_first.get(walk.seq + 1)
-            problem = _bridge(gap, walk, source, signing_key)
+        if source.first_seq != walk.seq + 1:
+            problem = _bridge(by_first, walk, source, signing_key, signer, used)
             if problem is not None:
                 walk.problems.append(problem)
                 break
-            assert gap is not None
-            used.append(gap)
-        elif walk.log_id is None and source.first_seq != 1:
-            gap = by_first.get(1)
-            if gap is None:
-                walk.problems.append(
-                    Problem(
-                        source.name,
-                        source.first_seq,
-                        None,
-                        f"the log starts at record {source.first_seq}, and no tombstone "
-                        f"explains records 1-{source.first_seq - 1}: they were removed",
-                    )
-                )
-                break
-            walk.log_id, walk.seq, walk.chain = gap.log_id, 0, genesis_hash(gap.log_id)
-            problem = _bridge(gap, walk, source, signing_key)
-            if problem is not None:
-                walk.problems.append(problem)
-                break
-            used.append(gap)
-        if not _verify_segment(source, walk, signing_key, signer, sink):
+        last = i == len(ordered) - 1
+        if not _verify_segment(source, walk, signing_key, signer, sink, live_tail and last):
             break
-    if not walk.problems and walk.log_id is None and ordered == [] and sink is not None:
+    if not walk.problems and not ordered and sink is not None:
         walk.problems.append(
             Problem(sink_name, sink.seq, None, "the log is empty but the sink has a checkpoint")
         )
     if not walk.problems and sink is not None:
-        _check_sink(sink, walk, signing_key, sink_name)
+        _check_sink(sink, walk, sink_name, used)
     elif not walk.problems and sink is None and sink_required and walk.records:
         walk.problems.append(
             Problem(sink_name, None, None, "there is no checkpoint in the checkpoint sink")
@@ -735,39 +749,67 @@ def verify_log(
         gaps=tuple(used),
         problems=tuple(walk.problems),
         unsigned_tail=walk.seq - (last_cp.seq + 1 if last_cp else 0),
+        leftovers=leftovers,
+        in_flight=walk.in_flight,
     )
 
 
 def _bridge(
-    gap: Tombstone | None, walk: _Walk, source: SegmentSource, key: Ed25519PublicKey
+    by_first: Mapping[int, Tombstone],
+    walk: _Walk,
+    source: SegmentSource,
+    key: Ed25519PublicKey,
+    signer: str,
+    used: list[Tombstone],
 ) -> Problem | None:
-    expected = walk.seq + 1
+    """Cross the gap before ``source`` with the tombstones that explain it."""
     assert source.first_seq is not None
-    if gap is None:
+    while walk.seq + 1 < source.first_seq:
+        expected = walk.seq + 1
+        gap = by_first.get(expected)
+        if gap is None:
+            return Problem(
+                source.name,
+                expected,
+                None,
+                (
+                    f"the log starts at record {source.first_seq}"
+                    if expected == 1
+                    else f"this segment starts at record {source.first_seq}"
+                )
+                + f", and no tombstone explains records {expected}-{source.first_seq - 1}: "
+                "they were removed",
+            )
+        where = gap.file_name
+        if gap.last >= source.first_seq or gap.last < gap.first:
+            return Problem(
+                where, gap.last, None, f"the tombstone ends at record {gap.last}, but the next "
+                f"segment ({source.name}) starts at record {source.first_seq}",
+            )  # fmt: skip
+        if gap.signer != signer or not gap.valid(key):
+            return Problem(
+                where, gap.first, None, "the tombstone's signature is not valid (forged)"
+            )
+        if walk.seq == 0:
+            walk.start(gap.log_id)
+        if gap.log_id != walk.log_id or gap.before != walk.chain:
+            return Problem(
+                where,
+                gap.first,
+                None,
+                "the tombstone does not continue the chain (another log, or records before it "
+                "were altered)",
+            )
+        walk.seq, walk.chain = gap.last, gap.after
+        used.append(gap)
+    if walk.seq + 1 > source.first_seq:
         return Problem(
             source.name,
-            expected,
+            source.first_seq,
             None,
-            f"records {expected}-{source.first_seq - 1} are missing before this segment "
-            "and no tombstone explains them",
+            f"the segment starts at record {source.first_seq}, but the records before it "
+            f"already reach record {walk.seq}: segments overlap (copied or renamed)",
         )
-    where = gap.file_name
-    if gap.last != source.first_seq - 1:
-        return Problem(
-            where, gap.last, None, f"the tombstone ends at {gap.last}, the next segment "
-            f"starts at {source.first_seq}",
-        )  # fmt: skip
-    if not gap.valid(key):
-        return Problem(where, gap.first, None, "the tombstone's signature is not valid")
-    if gap.log_id != walk.log_id or gap.before != walk.chain:
-        return Problem(
-            where,
-            gap.first,
-            None,
-            "the tombstone does not continue the chain (another log, or records before it "
-            "were altered)",
-        )
-    walk.seq, walk.chain = gap.last, gap.after
     return None
 
 
@@ -777,6 +819,7 @@ def _verify_segment(
     key: Ed25519PublicKey,
     signer: str,
     sink: Checkpoint | None,
+    live_tail: bool,
 ) -> bool:
     name = source.name
     try:
@@ -787,36 +830,36 @@ def _verify_segment(
     if data[: len(MAGIC)] != MAGIC:
         walk.problems.append(Problem(name, None, 0, "not a classroom-relay audit segment"))
         return False
-    if walk.log_id is None:
-        # Record 1: the chain starts from the genesis hash of the log the header names.
-        head = next(read_frames(data), None)
-        log_id = _header_log_id(head)
+    if walk.seq == 0:
+        # Record 1: the chain starts from the genesis hash of the log (pinned by the sink,
+        # else named by this header).
+        log_id = walk.log_id or _header_log_id(next(read_frames(data), None))
         if log_id is None:
             walk.problems.append(Problem(name, 1, len(MAGIC), "the segment header is unreadable"))
             return False
-        walk.log_id, walk.chain = log_id, genesis_hash(log_id)
+        walk.start(log_id)
     first = True
     seq, chain, records = walk.seq, walk.chain, 0
     sha256, chain_prefix, leaf_prefix = hashlib.sha256, _CHAIN, _LEAF
     sink_seq = sink.seq if sink is not None else -1
+    previous_offset = -1
     for frame in read_frames(data):
         if isinstance(frame, FrameDamage):
+            if live_tail and not frame.complete:
+                walk.in_flight = len(data) - frame.offset
+                break
             walk.problems.append(
                 Problem(name, seq + 1, frame.offset, f"record cannot be read: {frame.reason}")
             )
             break
         if frame.seq != seq + 1:
-            what = f"sequence number {frame.seq} where {seq + 1} was expected: " + (
-                "a record was removed"
-                if frame.seq > seq + 1
-                else "records were inserted or reordered"
-            )
-            walk.problems.append(Problem(name, seq + 1, frame.offset, what))
+            walk.problems.append(_out_of_sequence(name, frame, seq + 1, previous_offset))
             break
         prev = chain
         chain = sha256(chain_prefix + chain + sha256(leaf_prefix + frame.record).digest()).digest()
         seq = frame.seq
         records += 1
+        previous_offset = frame.offset
         ftype = frame.ftype
         if first and ftype != FrameType.SEGMENT:
             walk.problems.append(
@@ -838,23 +881,58 @@ def _verify_segment(
         elif ftype != FrameType.KEY:
             walk.problems.append(Problem(name, seq, frame.offset, f"unknown record type {ftype}"))
             break
-        if seq == sink_seq:
-            walk.sink_checked = True
-            if sink is not None and sink.chain != chain:
+        if seq == sink_seq and sink is not None and sink.chain != chain:
+            walk.problems.append(
+                Problem(
+                    name,
+                    seq,
+                    frame.offset,
+                    "the chain does not match the checkpoint in the sink: this record "
+                    "or one before it was altered",
+                )
+            )
+            break
+        if seq == sink_seq + 1:
+            # The writer appends a checkpoint record before it copies it to the sink.
+            if ftype != FrameType.CHECKPOINT or frame.fields() != (sink and sink.to_fields()):
                 walk.problems.append(
                     Problem(
                         name,
                         seq,
                         frame.offset,
-                        "the chain does not match the checkpoint in the sink: this record "
-                        "or one before it was altered",
+                        "this record is not the checkpoint the sink holds (the writer "
+                        "appends it here before copying it): the record was replaced",
                     )
                 )
                 break
+            walk.sink_checked = True
         first = False
     walk.seq, walk.chain = seq, chain
     walk.records += records
     return not walk.problems
+
+
+def _out_of_sequence(name: str, frame: Frame, expected: int, previous_offset: int) -> Problem:
+    """A frame whose number is not the next one: name the record where order breaks."""
+    if frame.seq == expected - 1:
+        return Problem(
+            name,
+            frame.seq,
+            frame.offset,
+            f"a second record numbered {frame.seq} (the first is at byte {previous_offset}): "
+            "a record was inserted",
+        )
+    if frame.seq < expected:
+        what = (
+            f"record {frame.seq} appears where record {expected} was expected: records were "
+            "inserted or reordered"
+        )
+    else:
+        what = (
+            f"record {frame.seq} appears where record {expected} was expected: record "
+            f"{expected} was removed, or records were reordered"
+        )
+    return Problem(name, expected, frame.offset, what)
 
 
 def _segment_header(
@@ -874,7 +952,13 @@ def _segment_header(
     if not isinstance(log_id, bytes) or len(log_id) != LOG_ID_BYTES:
         return Problem(name, frame.seq, frame.offset, "the segment header has no log id")
     if log_id != walk.log_id:
-        return Problem(name, frame.seq, frame.offset, "the segment belongs to another log")
+        return Problem(
+            name,
+            frame.seq,
+            frame.offset,
+            "the segment belongs to another log (its log id is not the one the checkpoint "
+            "sink and the segments before it name): it was replaced",
+        )
     if fields.get("prev") != prev:
         return Problem(
             name,
@@ -931,24 +1015,31 @@ def _checkpoint_record(
     return None
 
 
-def _check_sink(sink: Checkpoint, walk: _Walk, key: Ed25519PublicKey, where: str) -> None:
-    if not sink.valid(key):
-        walk.problems.append(Problem(where, sink.seq, None, "the signature is not valid (forged)"))
-    elif walk.log_id is not None and sink.log_id != walk.log_id:
-        walk.problems.append(Problem(where, sink.seq, None, "the checkpoint is of another log"))
-    elif sink.seq > walk.seq:
+def _check_sink(sink: Checkpoint, walk: _Walk, where: str, gaps: Sequence[Tombstone]) -> None:
+    """After the walk: the sink's checkpoint (signature already checked) against the log."""
+    held = sink.seq + 1  # the checkpoint record itself, right after the record it signs
+    if held > walk.seq:
         walk.problems.append(
             Problem(
                 where,
                 walk.seq + 1,
                 None,
-                f"the log ends at record {walk.seq}, but the signed checkpoint vouches for "
-                f"record {sink.seq}: records {walk.seq + 1}-{sink.seq} were cut off",
+                f"the log ends at record {walk.seq}, but the signed checkpoint shows it "
+                f"reached record {held} (the checkpoint of record {sink.seq}): records "
+                f"{walk.seq + 1}-{held} were cut off",
             )
         )
     elif not walk.sink_checked:
+        removed = any(g.first <= held <= g.last for g in gaps)
         walk.problems.append(
-            Problem(where, sink.seq, None, "record of the checkpoint is inside a removed range")
+            Problem(
+                where,
+                sink.seq,
+                None,
+                "the checkpoint is of a record inside a range removed by retention"
+                if removed
+                else "the checkpoint's record is missing from the log",
+            )
         )
 
 
