@@ -133,7 +133,13 @@ def _retention_lock(audit_dir: Path, *, exclusive: bool) -> Iterator[None]:
     if not audit_dir.is_dir():
         yield
         return
-    fd = os.open(audit_dir / RETENTION_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # A reader creates nothing: it may verify a read-only copy of the directory.
+        flags = os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY
+        fd = os.open(audit_dir / RETENTION_LOCK, flags, 0o600)
+    except FileNotFoundError:
+        yield  # no retention or hold change ever ran here
+        return
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
