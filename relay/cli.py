@@ -1284,7 +1284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from relay import audit_cli, audit_query
 
-    audit = group("audit", "security staff: verify, search, show and export the audit log")
+    audit = group(
+        "audit",
+        "security staff: verify, checkpoint, retention, legal holds, search, show and export",
+    )
     audit_cli.register(audit, leaf, [home])
     audit_query.register(audit, leaf, [home])
 

@@ -368,6 +368,10 @@ async def _content_policy(
     return ok
 
 
+SHOW_LINES = 16
+"""Lines of the ``audit show`` transcript the demo prints."""
+
+
 def audit_summary(home: FacilityHome, out: TextIO) -> None:
     from relay.audit_read import AuditReader
 
@@ -384,6 +388,29 @@ def audit_summary(home: FacilityHome, out: TextIO) -> None:
             f"    {r['kind']:<26} {r.get('error', ''):<16} {r.get('actor', r.get('peer', ''))}",
             file=out,
         )
+
+
+async def staff_review(root: Path, home: FacilityHome, out: TextIO) -> bool:
+    """Security staff check the log and read the class back, as they would months later."""
+    bundle = str(root / "sam.bundle")
+    print("\n== Security staff review the log with their bundle", file=out)
+    print(f"$ classroom-relay audit verify --bundle {bundle}", file=out)
+    code, text, err = await asyncio.to_thread(
+        cli.run_captured, home.root, "audit", "verify", "--bundle", bundle
+    )
+    for line in (text + err).strip().splitlines():
+        print(f"  {line}", file=out)
+    verified = code == 0
+    print(f"$ classroom-relay audit show {CLASS_ID} --bundle {bundle}   (first lines)", file=out)
+    code, text, err = await asyncio.to_thread(
+        cli.run_captured, home.root, "audit", "show", CLASS_ID, "--bundle", bundle
+    )
+    lines = (text if code == 0 else err).strip().splitlines()
+    for line in lines[:SHOW_LINES]:
+        print(f"  {line}", file=out)
+    if len(lines) > SHOW_LINES:
+        print(f"  ... ({len(lines) - SHOW_LINES} more lines)", file=out)
+    return verified and code == 0
 
 
 def _join_instructions(root: Path, relay: Relay, out: TextIO) -> None:
@@ -437,6 +464,7 @@ async def _demo(
         ok = await run_lesson(root, home, relay, t, pause)
         await asyncio.sleep(0.2)
         audit_summary(home, out)
+        ok &= await staff_review(root, home, out)
         print(
             "\nDemo "
             + ("completed: every step behaved as expected." if ok else "FAILED: see above."),

@@ -39,3 +39,13 @@ def test_headless_demo_runs_the_whole_lesson() -> None:
     assert "connection.tls_refused" in out
     assert "admin.revoked" in out
     assert "message.refused" in out
+    # Staff verify the log with their bundle, and read the class back as a transcript.
+    assert "$ classroom-relay audit verify --bundle" in out
+    assert "The audit log verifies:" in out
+    assert "chain, frames and signatures are intact" in out
+    assert "checkpoint sink" in out
+    assert "matches the log" in out
+    assert "$ classroom-relay audit show py101 --bundle" in out
+    # Contents are decrypted on the staff side only: the transcript quotes the lesson.
+    assert '"Welcome! Today: for loops.' in out
+    assert "[refused; rule routing.learner_to_learner_direct;" in out
