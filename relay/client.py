@@ -10,6 +10,15 @@ is delivered twice. Events are deduplicated by sequence number.
 
 Refusals that reconnecting cannot fix (revoked, not on the roster, class ended, ...)
 end the client with a :class:`relay.errors.ClientError` carrying the relay's code and text.
+
+The shared editor: :attr:`RelayClient.editor` is an :class:`relay.editor_client.EditorReplica`
+kept in step with the relay. ``editor_sync`` loads a workspace; ``write_file``, ``insert``,
+``delete``, ``create_file``, ``rename_file``, ``delete_file`` (or ``edit`` with any change)
+send local changes and return the relay's acks. The relay's correction of a refused or
+redacted change arrives before its ack and is applied to the replica, so after the call
+the replica shows what the relay kept. A refused change leaves the replica holding what
+no one else has, so the workspace is then reloaded from the relay. Editor updates,
+presence and mode changes are also emitted as events (``next_event``).
 """
 
 from __future__ import annotations
@@ -23,14 +32,16 @@ import os
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from relay import wire
 from relay.bundle import Bundle, load_bundle
+from relay.editor_client import EditorReplica
 from relay.errors import ClientError, ErrorCode, ProtocolError
 from relay.limits import DEFAULT_LIMITS
 from relay.messages import (
@@ -42,6 +53,15 @@ from relay.messages import (
     Chat,
     ChatEvent,
     ClientMessage,
+    EditorLecture,
+    EditorModeEvent,
+    EditorPresence,
+    EditorPresenceEvent,
+    EditorShare,
+    EditorState,
+    EditorSync,
+    EditorUpdate,
+    EditorUpdateEvent,
     EndSession,
     ErrorFrame,
     Hand,
@@ -155,7 +175,7 @@ class RelayClient:
         self._ssl = self.bundle.client_ssl_context(self.bundle_path)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
-        self._pending: dict[str, tuple[ClientMessage, asyncio.Future[Ack | Holds]]] = {}
+        self._pending: dict[str, tuple[ClientMessage, asyncio.Future[_Answer]]] = {}
         self._events: asyncio.Queue[ServerMessage] = asyncio.Queue(event_queue_limit)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -171,6 +191,14 @@ class RelayClient:
         self.ended: SessionEnded | None = None
         self.reconnects = 0
         self._last_error: ClientError | None = None
+        self.editor = EditorReplica()
+        """The workspaces of the shared editor as this participant holds them."""
+        self.editor_mode: EditorModeEvent | None = None
+        """The last lecture mode and sharing the relay announced (None: off, nothing shared)."""
+        self.editor_presence: dict[tuple[str, str], EditorPresenceEvent] = {}
+        """(workspace, participant) -> where that participant's cursor last was."""
+        self._synced: set[str] = set()
+        self._editor_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -215,6 +243,8 @@ class RelayClient:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        for task in list(self._editor_tasks):
+            task.cancel()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -252,7 +282,7 @@ class RelayClient:
             raise ClientError(f"the relay answered '{msg.id}' with an unexpected frame")
         return answer
 
-    async def _ask(self, msg: ClientMessage) -> Ack | Holds:
+    async def _ask(self, msg: ClientMessage) -> _Answer:
         """Send ``msg`` (again after each reconnect) until the relay answers it."""
         if self.error is not None:
             raise self.error
@@ -262,7 +292,7 @@ class RelayClient:
                 f"the message was not sent: it is {size} bytes encoded and the protocol "
                 f"limit is {DEFAULT_LIMITS.max_frame_bytes}. What to do: send it in parts."
             )
-        fut: asyncio.Future[Ack | Holds] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._pending[msg.id] = (msg, fut)
         ws = self._ws
         if ws is not None and self._connected.is_set():
@@ -299,6 +329,8 @@ class RelayClient:
         answer = await self._ask(ReviewList(id=self._new_id()))
         if isinstance(answer, Ack):
             raise ClientError(answer.text or "the relay refused to list held messages")
+        if not isinstance(answer, Holds):
+            raise ClientError("the relay answered the review list with an unexpected frame")
         return answer
 
     async def review(self, hold: str, *, approve: bool, reason: str = "") -> Ack:
@@ -308,6 +340,171 @@ class RelayClient:
         except ValueError as exc:
             raise ClientError(f"nothing was decided: {exc}") from exc
         return await self._request(msg)
+
+    # -- the shared editor -------------------------------------------------------------
+
+    def synced(self, ws: str) -> bool:
+        """True once ``ws`` was loaded from the relay (``editor_sync``)."""
+        return ws in self._synced
+
+    async def editor_sync(self, ws: str, *, fresh: bool = False) -> EditorState:
+        """Load ``ws`` from the relay (Yjs sync): send the local state vector, apply what
+        the relay answers, then send what the relay lacks of our changes, if anything.
+
+        ``fresh`` (or a workspace whose last update could not be applied) reloads it
+        from an empty document. Raises :class:`ClientError` when the relay refuses.
+        """
+        if fresh or self.editor.stale(ws):
+            self.editor.reset(ws)
+            self._synced.discard(ws)
+        try:
+            msg = EditorSync(id=self._new_id(), ws=ws, sv=self.editor.state_vector(ws))
+        except ValueError as exc:
+            raise ClientError(f"nothing was synced: {exc}") from exc
+        answer = await self._ask(msg)
+        if isinstance(answer, Ack):
+            code = ErrorCode.by_number(answer.code) if answer.code is not None else None
+            raise ClientError(answer.text or f"the relay refused to sync '{ws}'", code)
+        if not isinstance(answer, EditorState):
+            raise ClientError(f"the relay answered the sync of '{ws}' with an unexpected frame")
+        # The state itself was applied when it arrived (in order with later updates).
+        self._synced.add(ws)
+        missing = self.editor.missing_at(ws, answer.sv)
+        if missing is not None and len(missing) <= DEFAULT_LIMITS.max_bin_bytes:
+            await self._send_update(ws, missing)
+        elif missing is not None:
+            log.warning(
+                "changes of %s the relay lacks are too large to send (%d bytes); reloading",
+                ws,
+                len(missing),
+            )
+            self.editor.reset(ws)
+            return await self.editor_sync(ws)
+        return answer
+
+    async def _send_update(self, ws: str, update: bytes) -> Ack:
+        return await self._request(EditorUpdate(id=self._new_id(), ws=ws, update=update))
+
+    async def send_updates(self, ws: str, updates: list[bytes]) -> list[Ack]:
+        """Send updates already applied to the replica, one by one, in order.
+
+        At the first refusal the rest are not sent (they depend on it) and the
+        workspace is reloaded from the relay; the acks so far are returned.
+        """
+        acks: list[Ack] = []
+        for update in updates:
+            ack = await self._send_update(ws, update)
+            acks.append(ack)
+            if ack.status is AckStatus.REFUSED:
+                await self._reload_after_refusal(ws)
+                break
+        return acks
+
+    async def _reload_after_refusal(self, ws: str) -> None:
+        try:
+            await self.editor_sync(ws, fresh=True)
+        except ClientError as exc:
+            log.info("could not reload %s after a refused change: %s", ws, exc)
+
+    async def edit(self, ws: str, change: Callable[[EditorReplica], list[bytes]]) -> list[Ack]:
+        """Make ``change`` on the replica (e.g. ``lambda r: r.insert(ws, "a.py", 0, "x")``)
+        and send the updates it returns; the relay's acks, in order.
+
+        A workspace not loaded yet is synced first. Raises :class:`ClientError` (and
+        :class:`relay.editor_client.ReplicaError` for an impossible change).
+        """
+        if self.error is not None:
+            raise self.error
+        if ws not in self._synced:
+            await self.editor_sync(ws)
+        return await self.send_updates(ws, change(self.editor))
+
+    async def write_file(self, ws: str, name: str, text: str) -> list[Ack]:
+        """Make file ``name`` of ``ws`` hold ``text`` (created if needed; minimal diff)."""
+        return await self.edit(ws, lambda r: r.write_file(ws, name, text))
+
+    async def create_file(self, ws: str, name: str, text: str = "") -> list[Ack]:
+        return await self.edit(ws, lambda r: r.create_file(ws, name, text))
+
+    async def insert(self, ws: str, name: str, index: int, text: str) -> list[Ack]:
+        """Insert ``text`` at code point ``index`` of file ``name``."""
+        return await self.edit(ws, lambda r: r.insert(ws, name, index, text))
+
+    async def delete(self, ws: str, name: str, index: int, length: int) -> list[Ack]:
+        return await self.edit(ws, lambda r: r.delete(ws, name, index, length))
+
+    async def rename_file(self, ws: str, old: str, new: str) -> list[Ack]:
+        return await self.edit(ws, lambda r: r.rename_file(ws, old, new))
+
+    async def delete_file(self, ws: str, name: str) -> list[Ack]:
+        return await self.edit(ws, lambda r: r.delete_file(ws, name))
+
+    async def presence(self, ws: str, file: str | None, anchor: int = 0, head: int = 0) -> None:
+        """Tell the others where the cursor is (fire and forget: no ack unless refused)."""
+        try:
+            msg = EditorPresence(id=self._new_id(), ws=ws, file=file, anchor=anchor, head=head)
+        except ValueError as exc:
+            raise ClientError(f"presence was not sent: {exc}") from exc
+        ws_conn = self._ws
+        if ws_conn is not None and self._connected.is_set():
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await ws_conn.send_bytes(wire.encode_client(msg))
+
+    async def lecture(self, on: bool) -> Ack:
+        """Instructor: lecture mode on (class workspace read-only for learners) or off."""
+        return await self._request(EditorLecture(id=self._new_id(), on=on))
+
+    async def share(self, learner: str, shared: bool) -> Ack:
+        """Instructor: show learner ``learner``'s workspace to the class, or stop."""
+        name = learner.removeprefix("learner:")
+        try:
+            msg = EditorShare(id=self._new_id(), learner=name, shared=shared)
+        except ValueError as exc:
+            raise ClientError(f"nothing was changed: {exc}") from exc
+        return await self._request(msg)
+
+    def _spawn(self, coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(coro())
+        self._editor_tasks.add(task)
+        task.add_done_callback(self._editor_tasks.discard)
+
+    async def _resync_all(self) -> None:
+        for ws in self.editor.workspaces():
+            try:
+                await self.editor_sync(ws)
+            except ClientError as exc:
+                log.info("could not re-sync %s after reconnecting: %s", ws, exc)
+
+    def _resync_later(self, ws: str) -> None:
+        async def again() -> None:
+            try:
+                await self.editor_sync(ws, fresh=True)
+            except ClientError as exc:
+                log.info("could not reload %s: %s", ws, exc)
+
+        self._spawn(again)
+
+    def _editor_event(self, event: ServerMessage) -> bool:
+        """Apply an editor frame; False if it should not be shown (nothing changed)."""
+        if isinstance(event, EditorUpdateEvent):
+            try:
+                ok = self.editor.apply(event.ws, event.update)
+            except ValueError:
+                return False
+            if not ok:
+                log.warning("an update of %s could not be applied; reloading it", event.ws)
+                self._resync_later(event.ws)
+            return True
+        if isinstance(event, EditorPresenceEvent):
+            self.editor_presence[(event.ws, event.who)] = event
+            return True
+        if isinstance(event, EditorModeEvent):
+            before = self.editor_mode
+            self.editor_mode = event
+            if before is None:
+                return event.lecture or bool(event.shared)
+            return (before.lecture, before.shared) != (event.lecture, event.shared)
+        return False
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -479,6 +676,7 @@ class RelayClient:
                     self.last_seq,
                 )
                 self.last_seq = 0
+            resumed = self.welcome is not None
             self.welcome = event
             self.roster = {p.pid: p for p in event.roster}
             self.hands = set(event.hands)
@@ -489,6 +687,21 @@ class RelayClient:
             for msg, fut in list(self._pending.values()):
                 if not fut.done():
                     await ws.send_bytes(wire.encode_client(msg))
+            if resumed and self.editor.workspaces():
+                # Reconnected: catch up on what changed in the editor meanwhile.
+                self._spawn(self._resync_all)
+            return
+        if isinstance(event, EditorState):
+            entry = self._pending.pop(event.ref, None)
+            with contextlib.suppress(ValueError):
+                if not self.editor.apply(event.ws, event.update):
+                    log.warning("the state of %s could not be applied", event.ws)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(event)
+            return
+        if isinstance(event, EditorUpdateEvent | EditorPresenceEvent | EditorModeEvent):
+            if self._editor_event(event):
+                await self._emit(event)
             return
         if isinstance(event, Ack | Holds):
             entry = self._pending.pop(event.ref, None)
@@ -555,6 +768,9 @@ class RelayClient:
     async def _emit(self, event: ServerMessage) -> None:
         await self._events.put(event)
 
+
+_Answer = Ack | Holds | EditorState
+"""What answers a request: an ack, the review list, or a workspace's state."""
 
 _SHOWN_OWN = frozenset({AckStatus.DELIVERED, AckStatus.REDACTED})
 """Acks of own chat messages that the others received (as sent, or redacted)."""

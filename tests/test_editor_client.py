@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 from pycrdt import Doc, Map, Text
 
+from relay.client import RelayClient
 from relay.editor_client import (
     EditorReplica,
     ReplicaError,
@@ -12,7 +16,11 @@ from relay.editor_client import (
     minimal_edit,
     text_units,
 )
+from relay.errors import ClientError, ErrorCode
 from relay.limits import Limits
+from relay.messages import AckStatus, EditorUpdateEvent
+from relay.server import Relay
+from tests.conftest import PINS, Facility
 
 WS = "class"
 MIXED = "héllo 😀 中文 wörld\n🎉 done"
@@ -209,3 +217,191 @@ def test_updates_apply_to_a_foreign_document() -> None:
     a = EditorReplica()
     assert a.apply(WS, other.get_update())
     assert a.files(WS) == {"x.py": "from elsewhere"}
+
+
+# -- through a real relay over TLS on loopback -------------------------------------------------
+
+PHONE = "415-555-0134"
+
+
+def _instructor(f: Facility, r: Relay, name: str = "alice") -> RelayClient:
+    assert r.addresses is not None
+    return RelayClient(f.bundle(name), "py101", relay_url=r.addresses.outside_url)
+
+
+def _learner(f: Facility, r: Relay, learner_id: str, machine: str) -> RelayClient:
+    assert r.addresses is not None
+    return RelayClient(
+        f.bundle(machine),
+        "py101",
+        relay_url=r.addresses.inside_url,
+        learner=learner_id,
+        pin=PINS[learner_id],
+    )
+
+
+async def eventually(check: Callable[[], bool], wait_s: float = 5.0) -> None:
+    """Wait (bounded) until ``check()`` holds."""
+    for _ in range(int(wait_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    assert check(), "condition not reached in time"
+
+
+async def editor_frames(client: RelayClient, wait_s: float = 0.3) -> list[EditorUpdateEvent]:
+    out: list[EditorUpdateEvent] = []
+    for _ in range(10_000):
+        try:
+            event = await client.next_event(wait_s)
+        except TimeoutError:
+            return out
+        if isinstance(event, EditorUpdateEvent):
+            out.append(event)
+    return out
+
+
+@pytest.mark.integration
+async def test_instructor_code_reaches_learners(facility: Facility, relay: Relay) -> None:
+    async with (
+        _instructor(facility, relay) as alice,
+        _learner(facility, relay, "l1001", "pc-01") as ada,
+        _learner(facility, relay, "l1002", "pc-02") as bo,
+    ):
+        await ada.editor_sync(WS)
+        acks = await alice.write_file(WS, "hello.py", "print('héllo 😀 中文')\n")
+        assert [a.status for a in acks] == [AckStatus.DELIVERED]
+        await eventually(lambda: ada.editor.files(WS) == alice.editor.files(WS))
+        # A learner who never synced still receives the change; a sync catches up anyway.
+        await bo.editor_sync(WS)
+        assert bo.editor.files(WS) == {"hello.py": "print('héllo 😀 中文')\n"}
+        # Edits with code-point positions after non-ASCII text land where expected.
+        at = len("print('héllo 😀")
+        acks = await alice.insert(WS, "hello.py", at, " 🎉")
+        assert acks[0].status is AckStatus.DELIVERED
+        want = {"hello.py": "print('héllo 😀 🎉 中文')\n"}
+        await eventually(lambda: ada.editor.files(WS) == bo.editor.files(WS) == want)
+        frames = await editor_frames(ada)
+        assert frames
+        assert {f.by for f in frames} == {"instructor:alice"}
+        # Rename and delete reach everyone.
+        await alice.rename_file(WS, "hello.py", "main.py")
+        await eventually(lambda: list(ada.editor.files(WS)) == ["main.py"])
+        await alice.delete_file(WS, "main.py")
+        await eventually(lambda: bo.editor.files(WS) == {})
+
+
+@pytest.mark.integration
+async def test_learner_workspace_is_private_until_shared(facility: Facility, relay: Relay) -> None:
+    mine = "learner:l1001"
+    async with (
+        _instructor(facility, relay) as alice,
+        _learner(facility, relay, "l1001", "pc-01") as ada,
+        _learner(facility, relay, "l1002", "pc-02") as bo,
+    ):
+        acks = await ada.write_file(mine, "hello.py", "print('mine')\n")
+        assert acks[0].status is AckStatus.DELIVERED
+        await alice.editor_sync(mine)
+        assert alice.editor.files(mine) == {"hello.py": "print('mine')\n"}
+        with pytest.raises(ClientError) as info:
+            await bo.editor_sync(mine)
+        assert info.value.code is ErrorCode.UNKNOWN_WORKSPACE
+        assert bo.editor.files(mine) == {}
+        # The instructor helps; the learner sees it.
+        await alice.write_file(mine, "hello.py", "print('mine')\n# good\n")
+        await eventually(lambda: ada.editor.text(mine, "hello.py") == "print('mine')\n# good\n")
+        ack = await alice.share("l1001", True)
+        assert ack.status is AckStatus.DELIVERED
+        await eventually(lambda: bo.editor_mode is not None and bo.editor_mode.shared == (mine,))
+        await bo.editor_sync(mine)
+        assert bo.editor.files(mine) == ada.editor.files(mine)
+        # Shared is not editable by others: refused, and bo's replica is put back.
+        acks = await bo.write_file(mine, "hello.py", "vandalised")
+        assert acks[-1].status is AckStatus.REFUSED
+        assert acks[-1].error == "read_only"
+        assert bo.editor.files(mine) == ada.editor.files(mine)
+        assert (await alice.share("l1001", False)).status is AckStatus.DELIVERED
+        await eventually(lambda: bo.editor_mode is not None and bo.editor_mode.shared == ())
+
+
+@pytest.mark.integration
+async def test_lecture_mode_makes_the_class_workspace_read_only(
+    facility: Facility, relay: Relay
+) -> None:
+    async with (
+        _instructor(facility, relay) as alice,
+        _learner(facility, relay, "l1001", "pc-01") as ada,
+    ):
+        await alice.write_file(WS, "lesson.py", "x = 1\n")
+        acks = await ada.write_file(WS, "lesson.py", "x = 2\n")
+        assert acks[0].status is AckStatus.DELIVERED
+        assert (await alice.lecture(True)).status is AckStatus.DELIVERED
+        await eventually(lambda: ada.editor_mode is not None and ada.editor_mode.lecture)
+        acks = await ada.write_file(WS, "lesson.py", "x = 3\n")
+        assert acks[-1].status is AckStatus.REFUSED
+        assert acks[-1].error == "read_only"
+        assert "lecture" in (acks[-1].text or "")
+        assert ada.editor.text(WS, "lesson.py") == "x = 2\n"
+        refused = await ada.lecture(False)
+        assert refused.status is AckStatus.REFUSED
+        assert refused.error == "not_permitted"
+        assert (await alice.lecture(False)).status is AckStatus.DELIVERED
+        await eventually(lambda: ada.editor_mode is not None and not ada.editor_mode.lecture)
+        acks = await ada.write_file(WS, "lesson.py", "x = 3\n")
+        assert acks[0].status is AckStatus.DELIVERED
+        await eventually(lambda: alice.editor.text(WS, "lesson.py") == "x = 3\n")
+
+
+@pytest.mark.integration
+async def test_a_phone_number_typed_key_by_key_is_undone(facility: Facility, relay: Relay) -> None:
+    async with (
+        _instructor(facility, relay) as alice,
+        _learner(facility, relay, "l1001", "pc-01") as ada,
+    ):
+        await alice.write_file(WS, "main.py", "x = 1\n")
+        await ada.editor_sync(WS)
+        seen: list[str] = []
+        line = f"# call {PHONE}"
+        refused_at = None
+        for i, ch in enumerate(line):
+            before = ada.editor.text(WS, "main.py") or ""
+            acks = await ada.insert(WS, "main.py", len(before), ch)
+            seen.append(alice.editor.text(WS, "main.py") or "")
+            assert len(acks) == 1
+            if acks[0].status is AckStatus.REFUSED:
+                assert acks[0].error == "policy_blocked"
+                assert PHONE not in (acks[0].text or "")
+                # The relay's correction came first: the replica no longer shows the key.
+                assert ada.editor.text(WS, "main.py") == before
+                refused_at = i
+                break
+            assert acks[0].status is AckStatus.DELIVERED
+        # Refused while typing the number (the policy may see it before its last digit).
+        assert refused_at is not None
+        assert refused_at >= len("# call 415-555")
+        await eventually(lambda: alice.editor.files(WS) == ada.editor.files(WS))
+        # The instructor never held the whole number, and no frame carried it.
+        frames = await editor_frames(alice)
+        assert all(PHONE not in s for s in seen)
+        assert PHONE not in (alice.editor.text(WS, "main.py") or "")
+        assert all(PHONE.encode() not in f.update for f in frames)
+        # Typing goes on after the refusal.
+        acks = await ada.insert(WS, "main.py", len(ada.editor.text(WS, "main.py") or ""), "\n")
+        assert acks[0].status is AckStatus.DELIVERED
+        await eventually(lambda: alice.editor.files(WS) == ada.editor.files(WS))
+
+
+@pytest.mark.integration
+async def test_reconnecting_catches_up_on_the_editor(facility: Facility, relay: Relay) -> None:
+    async with (
+        _instructor(facility, relay) as alice,
+        _learner(facility, relay, "l1001", "pc-01") as ada,
+    ):
+        await alice.write_file(WS, "a.py", "one\n")
+        await ada.editor_sync(WS)
+        assert ada.editor.files(WS) == {"a.py": "one\n"}
+        await ada.drop_connection()
+        await alice.write_file(WS, "a.py", "one\ntwo\n")
+        await alice.write_file(WS, "b.py", "three\n")
+        await eventually(lambda: ada.editor.files(WS) == {"a.py": "one\ntwo\n", "b.py": "three\n"})
+        assert ada.reconnects >= 1
