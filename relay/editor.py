@@ -57,13 +57,18 @@ Compensation and sealing
 A refused change that was applied is undone by a relay-authored transaction (the
 *compensation*, sent to the author). Deleted text leaves only length-only structs behind
 (Yrs garbage-collects the content of deleted items), so the relay's diffs never carry
-it. A deleted map entry, however, keeps its *key* (the file name) in the encoding. So when
-a file created by a refused update is deleted again, the relay *seals* its entry: the
-document is rebuilt with that entry replaced by a garbage-collected struct of the same
-length, and no diff, snapshot or forward ever carries the refused name. The author still
-holds the entry; setting that file again on top of it is refused as out of sync
-(reload the workspace). ``EditorError.resync`` and ``EditVerdict.resync`` say when the
-author's editor should reload the workspace from the relay (sync from an empty state).
+it. A deleted map entry, however, keeps its *key* (the file name) in the encoding, and
+peers need the entry (later changes of its author may refer to it). So when the relay
+deletes a file created by an update whose names were not accepted by the policy (a name
+the policy refused, or an update refused by :meth:`Workspace.apply` before any policy saw
+its names: limits, bad names, unsupported content), it *seals* the entry: the document is
+rebuilt with that entry replaced by a garbage-collected struct of the same length (which
+Yjs and Yrs peers integrate as a gap with no content), and no diff, snapshot or forward
+ever carries the name. The author still holds the entry; setting that file again on top of
+it is refused as out of sync (reload the workspace). Entries of names the policy accepted
+(a new file refused for its content) are deleted but not sealed. ``EditorError.resync`` and
+``EditVerdict.resync`` say when the author's editor should reload the workspace from the
+relay (sync from an empty state).
 
 Hold decisions are not supported in the editor: a change the policy would hold for staff
 review is treated as blocked, with a reason saying so.
@@ -969,14 +974,19 @@ class Workspace:
 
     # -- relay-authored changes ------------------------------------------------------------
 
-    def revert(self, applied: Applied) -> bytes:
+    def revert(self, applied: Applied, *, seal: bool = True) -> bytes:
         """A relay-authored update that undoes ``applied`` (call it right after the
         :meth:`apply` that returned it): inserted text is deleted, removed text put back
-        where it was, created files deleted (their entries sealed), deleted files restored
-        with their content, renames undone. Returns the update of that transaction."""
-        return self._revert(applied, None)
+        where it was, created files deleted, deleted files restored with their content,
+        renames undone. Returns the update of that transaction.
 
-    def _revert(self, applied: Applied, changes: _Changes | None) -> bytes:
+        With ``seal`` (the default) the entries of files the update named are sealed: no
+        diff carries their names again. Pass ``seal=False`` only when every new name was
+        judged acceptable (the author may then set those names again without reloading).
+        """
+        return self._revert(applied, None, seal=seal)
+
+    def _revert(self, applied: Applied, changes: _Changes | None, *, seal: bool = True) -> bytes:
         sv = self._doc.get_state()
         tainted = (
             {n for n, tc in changes.texts.items() if tc.tainted} if changes is not None else set()
@@ -1021,7 +1031,7 @@ class Workspace:
 
         self._run(undo)
         update = self._doc.get_update(sv)
-        if applied.new_entries:
+        if seal and applied.new_entries:
             self._rebuild(applied.new_entries)
         return update
 
@@ -1193,6 +1203,7 @@ def judge(ws: Workspace, applied: Applied, decide: Callable[[Kind, str], Decisio
     worst = max(asked, key=lambda a: (_ORDER[a[1]], a[0].action.severity))
     decision, kind, on_name, _ = worst
     flagged = [a[0] for a in asked if a[0].action is not Action.ALLOW]
+    names_ok = all(k in (EditVerdictKind.ALLOW, EditVerdictKind.ALERT) for _, k, n, _ in asked if n)
     rules = tuple(dict.fromkeys(r for d in flagged for r in d.rules or (d.rule,)))
     categories = tuple(dict.fromkeys(c for d in flagged for c in d.categories))
     reason = decision.reason
@@ -1201,7 +1212,10 @@ def judge(ws: Workspace, applied: Applied, decide: Callable[[Kind, str], Decisio
     elif decision.action is Action.REDACT and on_name:
         reason = f"{decision.reason}; file names are not redacted, so the change was not applied"
     if kind is EditVerdictKind.BLOCK:
-        compensation = ws.revert(applied)
+        # Names the policy accepted may stay in the deleted entries (no reload needed);
+        # any other name is sealed out of every diff.
+        seal = bool(applied.new_entries) and not names_ok
+        compensation = ws.revert(applied, seal=seal)
         return EditVerdict(
             kind,
             decision,
@@ -1211,7 +1225,7 @@ def judge(ws: Workspace, applied: Applied, decide: Callable[[Kind, str], Decisio
             compensation,
             ws.forward(applied),
             inserted,
-            resync=bool(applied.new_entries),
+            resync=seal,
         )
     if kind is EditVerdictKind.REDACT:
         spans: dict[str, list[tuple[int, int, str]]] = {}

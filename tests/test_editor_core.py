@@ -718,3 +718,19 @@ def test_excerpts_are_changed_lines_with_context_merged() -> None:
     # a removal is a region too, even if nothing was inserted
     applied = ws.apply(a.delete("f", 6, 7))
     assert [e.text for e in applied.excerpts] == ["l1\nl2\nYl3"]
+
+
+def test_new_file_with_blocked_content_leaves_nothing_behind() -> None:
+    ws = Workspace("class")
+    a, b = Peer(), Peer()
+    send(ws, a.create("ok.py", "x\n"), a, (b,))
+    verdict = send(ws, a.create("notes.txt", f"ring {PHONE}\n"), a, (b,))
+    assert verdict.kind is EditVerdictKind.BLOCK
+    assert a.contents() == b.contents() == ws.files() == {"ok.py": "x\n"}
+    for blob in (verdict.forward, verdict.author_update, ws.snapshot()):
+        assert_absent(PHONE, blob)
+        assert_absent("ring", blob)
+    # the name was acceptable, so its entry was not sealed: the author may use it again
+    assert not verdict.resync
+    assert send(ws, a.create("notes.txt", "ring later\n"), a, (b,)).kind is EditVerdictKind.ALLOW
+    assert a.contents() == b.contents() == ws.files()
