@@ -25,12 +25,25 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from relay.audit import EventKind
 from relay.audit_access import AuditAccess
+from relay.audit_editor import (
+    REBUILD_KINDS,
+    EditorRecord,
+    EditorRecordRef,
+    RebuildError,
+    RebuildPlan,
+    RebuiltWorkspace,
+    clashes,
+    path_parts,
+    rebuild,
+    valid_workspace,
+)
 from relay.audit_index import AuditIndex, IndexedRecord, SearchFilter
 from relay.audit_read import AuditReader, StoredRecord
 from relay.auditlog import Checkpoint, key_fingerprint, raw_public
@@ -295,9 +308,186 @@ def transcript_line(record: StoredRecord) -> str:
         body = f"{who} was refused entry" + _bracket([_s(d, "error"), reason])
     elif kind is EventKind.AUDIT_READ:
         body = f"{who} read the audit log" + (f": {reason}" if reason else "")
+    elif record.kind in _EDITOR_SHOWN:
+        body = _editor_body(record.kind, d, who)
     else:
         body = f"{record.kind} {who}" + _bracket([_s(d, "decision"), _s(d, "error"), reason])
     return f"{local_time(record.time)}  {body}"
+
+
+# The shared editor's records, by name (docs/audit.md, CR320-CR327).
+_EDITOR_CHANGES = frozenset({"editor.update", "editor.redacted", "editor.alert", "editor.refused"})
+_EDITOR_SHOWN = _EDITOR_CHANGES | {"editor.snapshot", "editor.mode"}
+EDITOR_UNSHOWN = frozenset({"editor.sync", "editor.presence"})
+"""Editor records the transcript leaves out (counted in a note; ``--json`` has them)."""
+TRANSCRIPT_TYPED_CHARS = 200
+"""Text typed into the editor longer than this is cut (with …) in the transcript."""
+TYPING_RUN_GAP_S = 60.0
+"""Plain edits by one person in one workspace with less than this between them, and no
+other line of the transcript between them, are shown as one line."""
+_PLAIN_EDIT = re.compile(r"(?P<files>[^;]+): \+(?P<ins>\d+) -(?P<rem>\d+) chars")
+
+
+def _typed(text: str | None, encrypted: bool) -> str:
+    if text is None:
+        return "(contents encrypted: read with the staff audit key)" if encrypted else ""
+    shown = visible(text)
+    if len(shown) > TRANSCRIPT_TYPED_CHARS:
+        shown = shown[: TRANSCRIPT_TYPED_CHARS - 1] + f"… ({len(text)} characters)"
+    return f'"{shown}"'
+
+
+def _place(ws: str, files: str) -> str:
+    """``class/main.py``, or ``class (a.py, b.py)`` for several files."""
+    names = [f.strip() for f in files.split(",")]
+    if len(names) == 1:
+        return f"{visible(ws)}/{visible(names[0])}"
+    return f"{visible(ws)} ({visible(files)})"
+
+
+_FILE_OPS = ("created ", "deleted ", "renamed ")
+
+
+def _editor_body(kind: str, d: dict[str, Any], who: str) -> str:
+    ws = _s(d, "channel") or "?"
+    detail = _s(d, "detail")
+    if kind == "editor.snapshot":
+        return f"workspace {visible(ws)} recorded whole" + (
+            f" ({visible(detail)})" if detail else ""
+        )
+    if kind == "editor.mode":
+        return f"{who} set the editor: {visible(detail or '?')}"
+    # detail (relay.editor_session): "created a.py; a.py: +9 -0 chars; <reason>"
+    place, what, reasons = visible(ws), [], []
+    for part in (detail or "").split("; ") if detail else ():
+        edit = _PLAIN_EDIT.fullmatch(part)
+        if edit is not None and place == visible(ws):
+            place = _place(ws, edit["files"])
+            what.append(f"+{edit['ins']} -{edit['rem']} chars")
+        elif part.startswith(_FILE_OPS):
+            what.append(visible(part))
+        else:
+            reasons.append(visible(part))
+    typed = _typed(_s(d, "content"), bool(d.get("encrypted")))
+    tail = f", typed {typed}" if typed else ""
+    if kind == "editor.refused":
+        body = f"{who}'s change to {place} was refused" + (f" ({', '.join(what)})" if what else "")
+    else:
+        body = f"{who} edited {place}" + (f": {', '.join(what)}" if what else "")
+    return (
+        body
+        + tail
+        + _bracket(
+            [
+                _s(d, "decision"),
+                f"rule {_s(d, 'rule')}" if d.get("rule") else None,
+                f"rules {_s(d, 'rules')}" if d.get("rules") else None,
+                f"found {_s(d, 'categories')}" if d.get("categories") else None,
+                f"error {_s(d, 'error')}" if d.get("error") else None,
+                *reasons,
+            ]
+        )
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class _TypingRun:
+    """Plain delivered edits of one person in one workspace, shown as one line."""
+
+    first: StoredRecord
+    last: StoredRecord
+    actor: str
+    ws: str
+    files: dict[str, None]
+    inserted: int
+    removed: int
+    typed: list[str]
+    encrypted: bool
+    rule: str | None
+    count: int = 1
+
+    def line(self) -> str:
+        if self.count == 1:
+            return transcript_line(self.first)
+        d = self.first.to_dict()
+        text = "".join(self.typed) if not self.encrypted else None
+        typed = _typed(text, self.encrypted)
+        place = _place(self.ws, ", ".join(self.files))
+        body = (
+            f"{_who(d)} edited {place}: +{self.inserted} -{self.removed} chars in "
+            f"{self.count} changes until {local_time(self.last.time)[11:19]}"
+            + (f", typed {typed}" if typed else "")
+            + _bracket(["delivered", f"rule {visible(self.rule)}" if self.rule else None])
+        )
+        return f"{local_time(self.first.time)}  {body}"
+
+
+def _plain_edit(record: StoredRecord) -> _TypingRun | None:
+    d = record.to_dict()
+    if record.kind != "editor.update" or d.get("decision") != "delivered":
+        return None
+    match = _PLAIN_EDIT.fullmatch(_s(d, "detail") or "")
+    if match is None or d.get("rules") or d.get("categories"):
+        return None
+    content = _s(d, "content")
+    return _TypingRun(
+        first=record,
+        last=record,
+        actor=_s(d, "actor") or "",
+        ws=_s(d, "channel") or "?",
+        files=dict.fromkeys(f.strip() for f in match["files"].split(",")),
+        inserted=int(match["ins"]),
+        removed=int(match["rem"]),
+        typed=[content or ""],
+        encrypted=content is None and bool(d.get("encrypted")),
+        rule=_s(d, "rule"),
+    )
+
+
+class Transcript:
+    """The lines of ``audit show`` for records given in order: one line per record, but
+    an editor's keystrokes by one person in one workspace are joined into one line, and
+    editor sync and presence records are left out (counted in :attr:`unshown`)."""
+
+    def __init__(self) -> None:
+        self.unshown = 0
+        self._run: _TypingRun | None = None
+
+    def feed(self, record: StoredRecord) -> list[str]:
+        if record.kind in EDITOR_UNSHOWN:
+            self.unshown += 1
+            return []
+        edit = _plain_edit(record)
+        run = self._run
+        if edit is not None and run is not None and self._joins(run, edit):
+            run.last = edit.last
+            run.files.update(edit.files)
+            run.inserted += edit.inserted
+            run.removed += edit.removed
+            run.typed += edit.typed
+            run.encrypted = run.encrypted or edit.encrypted
+            run.count += 1
+            return []
+        out = self.finish()
+        if edit is not None:
+            self._run = edit
+        else:
+            out.append(transcript_line(record))
+        return out
+
+    @staticmethod
+    def _joins(run: _TypingRun, edit: _TypingRun) -> bool:
+        return (
+            edit.actor == run.actor
+            and edit.ws == run.ws
+            and edit.rule == run.rule
+            and 0 <= edit.first.time - run.last.time < TYPING_RUN_GAP_S
+        )
+
+    def finish(self) -> list[str]:
+        """The line of the edits still being joined, if any."""
+        run, self._run = self._run, None
+        return [run.line()] if run is not None else []
 
 
 def csv_cell(value: object) -> str:
@@ -499,20 +689,287 @@ def cmd_audit_show(args: argparse.Namespace, home: FacilityHome) -> int:
 
     session = _name(args.session, "class id")
     assert session is not None
+    if args.editor:
+        return cmd_audit_show_editor(args, home, session)
+    for option in ("at", "ws", "file", "out"):
+        if getattr(args, option) is not None:
+            raise _usage(f"--{option} goes with --editor (the files of the shared editor)")
     home.require()
     access = _access(home, args.bundle, contents=True)
     words = ["audit", "show", session] + (["--json"] if args.json else [])
     record_read(home, access, asked_text(words))
     count = 0
+    transcript = Transcript()
     for record in session_records(home, access, session):
         count += 1
         if args.json:
             _say(json.dumps(record_json(record), ensure_ascii=False, sort_keys=True))
         else:
-            _say(transcript_line(record))
+            for line in transcript.feed(record):
+                _say(line)
+    for line in transcript.finish():
+        _say(line)
     if count == 0:
         _note(f"the audit log has no record of class {session!r}")
+    if transcript.unshown:
+        _note(
+            f"{transcript.unshown} editor sync and presence record(s) not shown "
+            "(--json shows every record)"
+        )
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# show --editor: the shared editor's files as they were
+# ---------------------------------------------------------------------------------------
+
+
+def _editor_kinds() -> tuple[EventKind, ...]:
+    return tuple(k for k in EventKind if k.name_ in REBUILD_KINDS)
+
+
+def editor_refs(home: FacilityHome, session: str) -> Iterator[EditorRecordRef]:
+    """The class's snapshot and change records of the editor, in log order (index)."""
+    kinds = _editor_kinds()
+    rows = AuditIndex(home.audit_dir).search(SearchFilter(session=session, kinds=kinds))
+    with contextlib.closing(rows):
+        for row in rows:
+            if row.kind in REBUILD_KINDS and row.channel is not None:
+                yield EditorRecordRef(
+                    row.seq, row.time, row.kind, row.channel, row.segment, row.offset
+                )
+
+
+def read_editor_record(reader: AuditReader, session: str, ref: EditorRecordRef) -> EditorRecord:
+    """The record ``ref`` names, read (and decrypted) from the log, checked against it."""
+    record = reader.record_at(ref.segment, ref.offset, decrypt=True)
+    fields = record.fields
+    if (
+        record.seq != ref.seq
+        or record.kind != ref.kind
+        or fields.get("session") != session
+        or fields.get("channel") != ref.ws
+    ):
+        raise AuditLogError(
+            f"the audit index names record {ref.seq} ({ref.kind} of {ref.ws}) at byte "
+            f"{ref.offset} of {ref.segment}, but the log has record {record.seq} "
+            f"({record.kind}) there: the log changed while it was read. Ask again; if it "
+            "persists, run 'classroom-relay audit verify'"
+        )
+    contents = record.contents or {}
+    delivered = contents.get("delivered", fields.get("delivered"))
+    if record.encrypted and record.contents is None:
+        raise CredentialError("rebuilding editor files needs the staff audit key (--bundle)")
+    return EditorRecord(ref, delivered if isinstance(delivered, str) else None)
+
+
+def rebuild_workspaces(
+    home: FacilityHome,
+    access: AuditAccess,
+    session: str,
+    at: float | None,
+    ws: str | None,
+) -> list[RebuiltWorkspace]:
+    """Every workspace of ``session`` (or just ``ws``) as it was at ``at`` (None: now)."""
+    plan = RebuildPlan(at, ws).add_all(editor_refs(home, session))
+    reader = access.reader(home)
+    out: list[RebuiltWorkspace] = []
+    for name in plan.workspaces():
+        records = [read_editor_record(reader, session, ref) for ref in plan.records(name)]
+        try:
+            out.append(rebuild(name, records))
+        except RebuildError as exc:
+            raise AuditLogError(
+                f"workspace {name} cannot be rebuilt: {exc}; run 'classroom-relay audit verify'"
+            ) from None
+    return out
+
+
+def _as_of(ref: EditorRecordRef | None) -> str:
+    if ref is None:
+        return "no change recorded"
+    return f"as of record {ref.seq} at {local_time(ref.time)}"
+
+
+def _incomplete(w: RebuiltWorkspace) -> str | None:
+    parts = []
+    if w.pending:
+        shown = ", ".join(str(s) for s in w.pending[:5]) + (", ..." if len(w.pending) > 5 else "")
+        parts.append(
+            f"{len(w.pending)} change(s) (records {shown}) depend on changes that are not "
+            "in the audit log and could not be applied"
+        )
+    if w.not_text:
+        parts.append(f"entries that are not text: {', '.join(map(repr, w.not_text))}")
+    return "; ".join(parts) or None
+
+
+def workspace_json(session: str, w: RebuiltWorkspace, name: str | None) -> dict[str, Any]:
+    """One workspace for ``--json``: where the rebuild stopped, and its files."""
+    ref = w.as_of
+    return {
+        "session": session,
+        "ws": w.ws,
+        "as_of_seq": ref.seq if ref else None,
+        "as_of_time": ref.time if ref else None,
+        "as_of_time_utc": utc_text(dt.datetime.fromtimestamp(ref.time, dt.UTC)) if ref else None,
+        "snapshot_seq": w.snapshot.seq if w.snapshot else None,
+        "changes_applied": w.applied,
+        "complete": w.complete,
+        "pending_seqs": list(w.pending),
+        "files": [
+            {"name": f.name, "chars": f.chars, "lines": f.lines, "text": f.text}
+            for f in w.files
+            if name is None or f.name == name
+        ],
+    }
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def file_listing(w: RebuiltWorkspace, name: str | None) -> list[str]:
+    """The files of ``w`` for a terminal: a header each, then the numbered lines (so no
+    line of a file can pass for a header), characters that would disguise text escaped."""
+    out: list[str] = []
+    for f in w.files:
+        if name is not None and f.name != name:
+            continue
+        out.append(
+            f"{visible(w.ws)}/{visible(f.name)}  ({_count(f.chars, 'char')}, "
+            f"{_count(f.lines, 'line')}; {_as_of(w.as_of)})"
+        )
+        lines = f.text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        width = max(4, len(str(len(lines))))
+        for i, line in enumerate(lines, 1):
+            shown = "".join(c if c == "\t" else visible(c) for c in line)
+            out.append(f"{i:>{width}}  {shown}".rstrip())
+        out.append("")
+    return out
+
+
+def _editor_words(args: argparse.Namespace, session: str) -> list[str]:
+    words = ["audit", "show", session, "--editor"]
+    for option in ("at", "ws", "file", "out"):
+        value = getattr(args, option)
+        if value is not None:
+            words += [f"--{option}", str(value)]
+    return words + (["--json"] if args.json else [])
+
+
+def cmd_audit_show_editor(args: argparse.Namespace, home: FacilityHome, session: str) -> int:
+    from relay.cli import _note, _say, _since, _warn
+
+    ws = args.ws
+    if ws is not None and not valid_workspace(ws):
+        raise _usage(f"refused --ws {ws!r}: give 'class' or 'learner:NAME' (a learner id)")
+    if args.file is not None and not args.file:
+        raise _usage("refused --file '': give a file name, e.g. main.py or src/app.py")
+    if args.out is not None and args.json:
+        raise _usage("--out writes files, --json prints them: pick one")
+    at = _since(args.at).timestamp() if args.at is not None else None
+    out_dir = Path(args.out) if args.out is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise _usage(f"refused --out {out_dir}: it is not a directory")
+    home.require()
+    access = _access(home, args.bundle, contents=True)
+    record_read(home, access, asked_text(_editor_words(args, session)))
+    rebuilt = rebuild_workspaces(home, access, session, at, ws)
+    when = f"at {local_time(at)}" if at is not None else "at the end of the audit log"
+    if not rebuilt:
+        what = f"workspace {ws} of class {session!r}" if ws else f"class {session!r}"
+        _note(f"the audit log has no editor change of {what} {when}")
+        return 0
+    for w in rebuilt:
+        problem = _incomplete(w)
+        if problem is not None:
+            _warn(f"workspace {w.ws} is incomplete {when}: {problem}")
+    name = args.file
+    if name is not None and not any(w.file(name) for w in rebuilt):
+        _note(f"no file {name!r} in the editor of class {session!r} {when}")
+        return 0
+    if out_dir is not None:
+        return _write_workspaces(out_dir, rebuilt, name)
+    if args.json:
+        for w in rebuilt:
+            if name is None or w.file(name):
+                _say(json.dumps(workspace_json(session, w, name), ensure_ascii=False))
+        return 0
+    _say(f"Class {session}, shared editor {when}:")
+    _say()
+    for w in rebuilt:
+        if name is None and not w.files:
+            _say(f"{visible(w.ws)}: no files ({_as_of(w.as_of)})")
+            _say()
+        for line in file_listing(w, name):
+            _say(line)
+    return 0
+
+
+def _write_workspaces(out_dir: Path, rebuilt: Sequence[RebuiltWorkspace], name: str | None) -> int:
+    """Write every file to ``out_dir/WS/NAME``: all names checked first, nothing
+    overwritten, nothing followed through a symbolic link."""
+    from relay.cli import _say
+
+    chosen: list[tuple[tuple[str, ...], str]] = []
+    for w in rebuilt:
+        for f in w.files:
+            if name is not None and f.name != name:
+                continue
+            try:
+                chosen.append((path_parts(w.ws, f.name), f.text))
+            except ValueError as exc:
+                raise _usage(f"refused to write the files: {exc}; nothing was written") from None
+    clash = clashes(p for p, _ in chosen)
+    if clash:
+        raise _usage(
+            f"refused to write the files: {'/'.join(clash[0])} is both a file and a folder; "
+            "nothing was written (read it without --out)"
+        )
+    for parts, _ in chosen:
+        target = out_dir.joinpath(*parts)
+        if target.exists() or target.is_symlink():
+            raise _usage(
+                f"refused to write the files: {target} exists and is never overwritten; "
+                "nothing was written; choose another --out directory"
+            )
+        for i in range(1, len(parts)):
+            folder = out_dir.joinpath(*parts[:i])
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise _usage(
+                    f"refused to write the files: {folder} is not a plain folder; nothing "
+                    "was written; choose another --out directory"
+                )
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for parts, text in chosen:
+        folder = out_dir
+        for part in parts[:-1]:
+            folder = folder / part
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+        _write_file(folder / parts[-1], text.encode("utf-8"))
+        _say(f"wrote {out_dir.joinpath(*parts)}")
+    workspaces = len({p[0] for p, _ in chosen})
+    _say(f"Wrote {len(chosen)} file(s) of {workspaces} workspace(s) to {out_dir}")
+    return 0
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise _usage(f"refused to write {path}: it exists and is never overwritten") from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------
@@ -739,12 +1196,43 @@ def register(group: Any, leaf: Callable[..., argparse.ArgumentParser], parents: 
         group,
         "show",
         cmd_audit_show,
-        "a class as a transcript: who said what to whom, and what the policy decided",
-        epilog=_READ_NOTE,
+        "a class as a transcript: who said what to whom, and what the policy decided; "
+        "with --editor, the shared editor's files as they were at a time",
+        epilog=_READ_NOTE + " In the transcript, an editor's keystrokes by one person in one "
+        "workspace are joined into one line, and editor sync and presence records are "
+        "left out (--json shows every record).",
     )
     p.add_argument("session", metavar="SESSION", help="class id")
-    p.add_argument("--json", action="store_true", help="one JSON object per record")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per record (with --editor: per workspace, with its files)",
+    )
     p.add_argument("--bundle", metavar="STAFF_BUNDLE", help=_BUNDLE_HELP)
+    p.add_argument(
+        "--editor",
+        action="store_true",
+        help="the shared editor's files instead of the transcript: every workspace of the "
+        "class rebuilt from its recorded snapshots and changes",
+    )
+    p.add_argument(
+        "--at",
+        metavar="TIME",
+        help="with --editor: the files as they were at TIME, a duration back from now (10m, "
+        "2h) or a time (ISO 8601, local if no offset); default: the end of the log",
+    )
+    p.add_argument(
+        "--ws",
+        metavar="WS",
+        help="with --editor: only this workspace (class, or learner:ID)",
+    )
+    p.add_argument("--file", metavar="NAME", help="with --editor: only this file")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="with --editor: write the files into DIR/WS/NAME instead of printing them "
+        "(never overwrites a file)",
+    )
 
     p = leaf(
         group,
@@ -771,10 +1259,12 @@ __all__ = [
     "CSV_COLUMNS",
     "ExportFormat",
     "SegmentHash",
+    "Transcript",
     "asked_text",
     "csv_cell",
     "export_bytes",
     "export_manifest",
+    "rebuild_workspaces",
     "record_json",
     "register",
     "search_row",
