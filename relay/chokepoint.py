@@ -27,6 +27,7 @@ from policy.rates import Delay, RateLimiter, Refuse
 from policy.rules import redact_hits
 from relay import authz, wire
 from relay.audit import AuditEvent, AuditSink, EventKind
+from relay.editor_session import ClassEditor, EditorSettings
 from relay.errors import AccessDenied, ErrorCode, ProtocolError, RelayError
 from relay.identity import Listener, Participant, ParticipantRole
 from relay.limits import Limits
@@ -36,6 +37,11 @@ from relay.messages import (
     Bye,
     Chat,
     ClientMessage,
+    EditorLecture,
+    EditorPresence,
+    EditorShare,
+    EditorSync,
+    EditorUpdate,
     EndSession,
     ErrorFrame,
     Hand,
@@ -98,6 +104,7 @@ class Connection:
     participant: Participant | None = None
     session: LiveSession | None = None
     bucket: TokenBucket | None = None
+    editor_bucket: TokenBucket | None = None
     leaving: bool = False
     """Set once the participant said ``bye``: the connection ends without reconnect."""
 
@@ -128,6 +135,9 @@ class RelayState:
     join_late: dt.timedelta
     sessions: dict[str, LiveSession] = field(default_factory=dict)
     connections_by_principal: dict[str, set[int]] = field(default_factory=dict)
+    editor_settings: EditorSettings = field(default_factory=EditorSettings)
+    editors: dict[str, ClassEditor] = field(default_factory=dict)
+    """The shared editor of each class, made when first used."""
     holds: ReviewQueue = field(init=False)
     rates: RateLimiter = field(init=False)
 
@@ -141,8 +151,12 @@ class RelayState:
         self.rates.configure(policy.rates)
 
 
-_RATE_KINDS: dict[type, Kind] = {Chat: Kind.CHAT, Hand: Kind.HAND}
+_RATE_KINDS: dict[type, Kind] = {Chat: Kind.CHAT, Hand: Kind.HAND, EditorUpdate: Kind.EDITOR}
 """Message types the policy's rate limits ([rate.KIND]) apply to."""
+
+
+_EDITOR_TYPES = (EditorSync, EditorUpdate, EditorPresence, EditorLecture, EditorShare)
+"""Messages of the shared editor (``relay.editor_session``)."""
 
 
 _FATAL = frozenset(
@@ -179,6 +193,18 @@ class ChokePoint:
             state.limits.lockout_seconds,
             state.limits.pin_failures_per_machine,
         )
+
+    def editor(self, session: LiveSession) -> ClassEditor:
+        """The shared editor of ``session`` (made when first used)."""
+        editor = self.state.editors.get(session.id)
+        if editor is None:
+            editor = ClassEditor(session, self.state.editor_settings)
+            self.state.editors[session.id] = editor
+        return editor
+
+    def _editor_snapshots(self, session: LiveSession, now: float, why: str) -> Outcome:
+        editor = self.state.editors.get(session.id)
+        return Outcome(editor.snapshots(now, why)) if editor is not None else Outcome()
 
     # -- the two entry points ------------------------------------------------------------
 
@@ -311,7 +337,15 @@ class ChokePoint:
 
     async def resume_session(self, session: LiveSession) -> None:
         """The audit log recovered: the class accepts messages again (the pause is recorded)."""
-        await self._submit(session, session.resume(self.clock()))
+        now = self.clock()
+        # Editor changes decided while the log failed may sit in the relay's documents:
+        # they are recorded (as snapshots) before anything else is delivered.
+        resumed = session.resume(now)
+        if resumed.events:
+            resumed = (
+                self._editor_snapshots(session, now, "after the audit log recovered") + resumed
+            )
+        await self._submit(session, resumed)
 
     async def end_session(self, session: LiveSession, by: str, reason: str) -> None:
         """Staff, the administrator or the schedule end a class."""
@@ -320,7 +354,11 @@ class ChokePoint:
             ReviewOutcome.REJECTED,
             f"the class ended before review ({reason})",
         )
-        await self._submit(session, session.end(by, reason, self.clock()))
+        now = self.clock()
+        await self._submit(
+            session,
+            self._editor_snapshots(session, now, "class ended") + session.end(by, reason, now),
+        )
 
     # -- review of held messages ------------------------------------------------------------
 
@@ -439,11 +477,20 @@ class ChokePoint:
                 raise AccessDenied(ErrorCode.NOT_PERMITTED, "only security staff end a class")
             ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=session.seq)
             acked = Outcome(deliveries=(Delivery(wire.encode_server(ack), (conn.id,)),))
-            return acked + session.end(who.pid, msg.reason, now)
+            snapshots = self._editor_snapshots(session, now, "class ended")
+            return acked + snapshots + session.end(who.pid, msg.reason, now)
         if isinstance(msg, ReviewList | Review):
             return self._staff_review(conn, session, who, msg, now)
         if session.state is SessionState.PAUSED:
             raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
+        if isinstance(msg, _EDITOR_TYPES):
+            if conn.editor_bucket is not None and not conn.editor_bucket.take(now):
+                raise AccessDenied(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.state.limits.editor_msgs_per_second:g} editor messages "
+                    "per second",
+                )
+            return self.editor(session).handle(who, conn.id, msg, now, self.state.policy)
         if conn.bucket is not None and not conn.bucket.take(now):
             raise AccessDenied(
                 ErrorCode.RATE_LIMITED,
@@ -662,8 +709,15 @@ class ChokePoint:
         now = self.clock()
         conn.participant = request.participant
         conn.session = session
-        conn.bucket = TokenBucket(self.state.limits.msgs_per_second, self.state.limits.msgs_burst)
+        limits = self.state.limits
+        conn.bucket = TokenBucket(limits.msgs_per_second, limits.msgs_burst)
+        conn.editor_bucket = TokenBucket(limits.editor_msgs_per_second, limits.editor_msgs_burst)
         outcome = session.join(request.participant, conn.id, hello.resume_after, now, conn.peer)
+        editor = self.state.editors.get(session.id)
+        if editor is not None and not editor.default_mode:
+            # Lecture mode or shared workspaces: the joiner learns it right after welcome.
+            mode = Delivery(editor.mode_frame(editor.instructor_pid, now), (conn.id,))
+            outcome += Outcome(deliveries=(mode,))
         if not session.opened_recorded:
             session.opened_recorded = True
             opened = AuditEvent(

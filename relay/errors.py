@@ -243,6 +243,37 @@ class ErrorCode(enum.Enum):
         "the connection sent nothing in time (hello, or pong to the relay's ping)",
         "send 'hello' right after connecting and answer WebSocket pings",
     )
+    # -- the shared editor -------------------------------------------------------------
+    UNKNOWN_WORKSPACE = _CodeInfo(
+        4460,
+        "unknown_workspace",
+        "the workspace does not exist in this class or is not yours to see",
+        "use 'class' or your own 'learner:NAME' workspace (the instructor: any learner's)",
+    )
+    READ_ONLY = _CodeInfo(
+        4461,
+        "read_only",
+        "the workspace is read-only for you now",
+        "wait for the instructor to end lecture mode, or edit your own workspace",
+    )
+    BAD_UPDATE = _CodeInfo(
+        4462,
+        "bad_update",
+        "the editor update could not be read or holds content the editor does not allow",
+        "send Yjs v1 updates of plain text files in the map 'files' (docs/protocol.md)",
+    )
+    OUT_OF_SYNC = _CodeInfo(
+        4463,
+        "out_of_sync",
+        "the editor update depends on changes the relay does not have",
+        "send 'editor_sync' with your state vector, apply the answer, then edit again",
+    )
+    EDITOR_LIMIT = _CodeInfo(
+        4464,
+        "editor_limit",
+        "the change would exceed a size limit of the workspace",
+        "keep files and workspaces within the limits in docs/protocol.md",
+    )
     AUDIT_UNAVAILABLE = _CodeInfo(
         4450,
         "audit_unavailable",

@@ -20,8 +20,8 @@ class Limits:
     """Largest WebSocket message accepted, in bytes (larger: close 1009)."""
     max_str_bytes: int = 16_384
     """Longest msgpack string, in bytes."""
-    max_bin_bytes: int = 0
-    """Longest msgpack bin value; 0 because protocol v1 carries no binary fields."""
+    max_bin_bytes: int = 60_000
+    """Longest msgpack bin value (an editor update or state vector), in bytes."""
     max_array_len: int = 64
     """Most items in one msgpack array."""
     max_map_len: int = 32
@@ -57,6 +57,10 @@ class Limits:
     policy's per-person and per-class rate limits, policy.toml [rate.KIND])."""
     msgs_burst: int = 40
     """Burst allowance for the per-connection message rate."""
+    editor_msgs_per_second: float = 50.0
+    """Sustained editor messages (updates, presence, sync) per second per connection."""
+    editor_msgs_burst: int = 200
+    """Burst allowance for editor messages (a paste split into many updates)."""
     max_holds_per_session: int = 200
     """Messages of one class waiting for staff review; more would-be holds are refused."""
     # -- learners --------------------------------------------------------------------

@@ -155,7 +155,98 @@ class Review:
             raise ValueError("the reason must not contain control characters")
 
 
-ClientMessage = Hello | Chat | Hand | EndSession | Bye | ReviewList | Review
+CLASS_WORKSPACE = "class"
+"""The class workspace: the instructor drives it, everyone in the class sees it."""
+
+
+def check_workspace(ws: str) -> None:
+    """``class`` or ``learner:NAME`` (a learner's private workspace)."""
+    if ws == CLASS_WORKSPACE:
+        return
+    role, _, name = ws.partition(":")
+    if role != "learner" or not valid_name(name):
+        raise ValueError(f"workspace {ws!r} is not 'class' or 'learner:NAME'")
+
+
+@dataclass(frozen=True, slots=True)
+class EditorSync:
+    """Yjs sync step 1: the client's state vector; the relay answers with what it lacks."""
+
+    id: str
+    ws: str
+    sv: bytes = b"\x00"
+
+    def __post_init__(self) -> None:
+        check_workspace(self.ws)
+
+
+@dataclass(frozen=True, slots=True)
+class EditorUpdate:
+    """A Yjs (v1) update of a workspace: typing, file creation, rename, delete."""
+
+    id: str
+    ws: str
+    update: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_workspace(self.ws)
+        if not self.update:
+            raise ValueError("an editor update must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class EditorPresence:
+    """Awareness: which file the sender has open, and the cursor and selection in it."""
+
+    id: str
+    ws: str
+    file: str | None = None
+    anchor: int = 0
+    head: int = 0
+
+    def __post_init__(self) -> None:
+        check_workspace(self.ws)
+        if self.anchor < 0 or self.head < 0:
+            raise ValueError("cursor positions must not be negative")
+        if self.file is not None and (not self.file or FORBIDDEN_CONTROLS.search(self.file)):
+            raise ValueError("the file name must not be empty or hold control characters")
+
+
+@dataclass(frozen=True, slots=True)
+class EditorLecture:
+    """The instructor turns lecture mode on (class workspace read-only, all follow) or off."""
+
+    id: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EditorShare:
+    """The instructor shows a learner's workspace to the whole class, or stops."""
+
+    id: str
+    learner: str
+    shared: bool
+
+    def __post_init__(self) -> None:
+        if not valid_name(self.learner):
+            raise ValueError(f"learner id {self.learner!r} is not valid")
+
+
+ClientMessage = (
+    Hello
+    | Chat
+    | Hand
+    | EndSession
+    | Bye
+    | ReviewList
+    | Review
+    | EditorSync
+    | EditorUpdate
+    | EditorPresence
+    | EditorLecture
+    | EditorShare
+)
 
 CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "hello": Hello,
@@ -165,6 +256,11 @@ CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "bye": Bye,
     "review_list": ReviewList,
     "review": Review,
+    "editor_sync": EditorSync,
+    "editor_update": EditorUpdate,
+    "editor_presence": EditorPresence,
+    "editor_lecture": EditorLecture,
+    "editor_share": EditorShare,
 }
 CLIENT_TYPE_NAMES: dict[type[ClientMessage], str] = {v: k for k, v in CLIENT_TYPES.items()}
 
@@ -346,6 +442,52 @@ class AlertNotice:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class EditorState:
+    """Yjs sync step 2 and step 1 at once: what the asker lacked, and the relay's state."""
+
+    ref: str
+    ws: str
+    update: bytes = field(repr=False)
+    sv: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EditorUpdateEvent:
+    """A change of a workspace, as the relay applied it.
+
+    ``by`` is who made it (``relay`` for a compensation or redaction the relay authored);
+    ``ref`` is set only on the frame to the author that answers its own update.
+    """
+
+    ws: str
+    update: bytes = field(repr=False)
+    by: str
+    time: float
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditorPresenceEvent:
+    ws: str
+    who: str
+    file: str | None
+    anchor: int
+    head: int
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class EditorModeEvent:
+    """Lecture mode, and which learners' workspaces the class sees (sent on every change
+    and right after ``welcome``)."""
+
+    lecture: bool
+    shared: tuple[str, ...]
+    by: str
+    time: float
+
+
 ServerMessage = (
     Welcome
     | Ack
@@ -358,6 +500,10 @@ ServerMessage = (
     | Holds
     | Reviewed
     | AlertNotice
+    | EditorState
+    | EditorUpdateEvent
+    | EditorPresenceEvent
+    | EditorModeEvent
 )
 
 SequencedEvent = ChatEvent | PresenceChange | HandEvent

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import wire
@@ -236,6 +237,16 @@ class LiveSession:
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def conns_where(self, visible: Callable[[Participant], bool], exclude: int) -> tuple[int, ...]:
+        """Connections of the members for whom ``visible`` holds, but ``exclude``."""
+        return tuple(
+            m.conn for m in self._members.values() if m.conn != exclude and visible(m.participant)
+        )
+
+    def remember_ack(self, pid: str, ack: Ack) -> None:
+        """Keep ``ack`` so that a resent duplicate of its message gets it again."""
+        self._remember_ack(pid, ack)
 
     def _remember_ack(self, pid: str, ack: Ack) -> None:
         acks = self._acks.get(pid)

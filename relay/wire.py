@@ -30,6 +30,15 @@ from relay.messages import (
     Chat,
     ChatEvent,
     ClientMessage,
+    EditorLecture,
+    EditorModeEvent,
+    EditorPresence,
+    EditorPresenceEvent,
+    EditorShare,
+    EditorState,
+    EditorSync,
+    EditorUpdate,
+    EditorUpdateEvent,
     EndSession,
     ErrorFrame,
     Hand,
@@ -132,7 +141,7 @@ def _check_tree(obj: object, limits: Limits, depth: int) -> None:
     elif isinstance(obj, str):
         if FORBIDDEN_CONTROLS.search(obj):
             _refuse(ErrorCode.INVALID_FIELD, "strings must not contain control characters")
-    elif obj is None or isinstance(obj, bool | int | float):
+    elif obj is None or isinstance(obj, bool | int | float | bytes):
         return
     else:
         _refuse(ErrorCode.INVALID_FIELD, f"values of type {type(obj).__name__} are not allowed")
@@ -240,6 +249,16 @@ class _Reader:
         value = self.m[key]
         if not isinstance(value, dict):
             self._wrong(key, "a map")
+        return value
+
+    def bin_(self, key: str, *, required: bool = True) -> bytes | None:
+        if key not in self.m:
+            if required:
+                self._missing(key)
+            return None
+        value = self.m[key]
+        if not isinstance(value, bytes):
+            self._wrong(key, "binary (msgpack bin)")
         return value
 
     def list_(self, key: str) -> list[Any]:
@@ -390,13 +409,82 @@ def _decode_client_map(m: dict[str, Any], limits: Limits) -> ClientMessage:
                 reason=r.str_("reason", max_chars=L.max_reason_chars, required=False) or "",
             ),
         )
+    if kind.startswith("editor_"):
+        return _decode_editor(m, kind, L)
     r = _Reader(m, kind, L, {"id"})
     if kind == "review_list":
         return _build(kind, lambda: ReviewList(id=r.msg_id()))
     return _build(kind, lambda: Bye(id=r.msg_id()))
 
 
+_FILE_NAME_CHARS = 200
+"""Longest file name the wire accepts (the editor's own limit may be lower)."""
+
+
+def _decode_editor(m: dict[str, Any], kind: str, L: Limits) -> ClientMessage:
+    if kind == "editor_sync":
+        r = _Reader(m, kind, L, {"id", "ws", "sv"})
+        return _build(
+            kind,
+            lambda: EditorSync(
+                id=r.msg_id(), ws=r.req_str("ws", L.max_id_chars + 12), sv=r.bin_("sv") or b""
+            ),
+        )
+    if kind == "editor_update":
+        r = _Reader(m, kind, L, {"id", "ws", "update"})
+        return _build(
+            kind,
+            lambda: EditorUpdate(
+                id=r.msg_id(),
+                ws=r.req_str("ws", L.max_id_chars + 12),
+                update=r.bin_("update") or b"",
+            ),
+        )
+    if kind == "editor_presence":
+        r = _Reader(m, kind, L, {"id", "ws", "file", "anchor", "head"})
+        return _build(
+            kind,
+            lambda: EditorPresence(
+                id=r.msg_id(),
+                ws=r.req_str("ws", L.max_id_chars + 12),
+                file=r.str_("file", max_chars=_FILE_NAME_CHARS, required=False),
+                anchor=r.int_("anchor", required=False),
+                head=r.int_("head", required=False),
+            ),
+        )
+    if kind == "editor_lecture":
+        r = _Reader(m, kind, L, {"id", "on"})
+        return _build(kind, lambda: EditorLecture(id=r.msg_id(), on=r.bool_("on")))
+    r = _Reader(m, kind, L, {"id", "learner", "shared"})
+    return _build(
+        kind,
+        lambda: EditorShare(
+            id=r.msg_id(), learner=r.name("learner") or "", shared=r.bool_("shared")
+        ),
+    )
+
+
+def _editor_client_map(msg: ClientMessage) -> dict[str, Any] | None:
+    if isinstance(msg, EditorUpdate):
+        return {"t": "editor_update", "id": msg.id, "ws": msg.ws, "update": msg.update}
+    if isinstance(msg, EditorSync):
+        return {"t": "editor_sync", "id": msg.id, "ws": msg.ws, "sv": msg.sv}
+    if isinstance(msg, EditorPresence):
+        out: dict[str, Any] = {"t": "editor_presence", "id": msg.id, "ws": msg.ws}
+        if msg.file is not None:
+            out.update(file=msg.file, anchor=msg.anchor, head=msg.head)
+        return out
+    if isinstance(msg, EditorLecture):
+        return {"t": "editor_lecture", "id": msg.id, "on": msg.on}
+    if isinstance(msg, EditorShare):
+        return {"t": "editor_share", "id": msg.id, "learner": msg.learner, "shared": msg.shared}
+    return None
+
+
 def client_to_map(msg: ClientMessage) -> dict[str, Any]:
+    editor = _editor_client_map(msg)
+    if editor is not None:
+        return editor
     if isinstance(msg, Hello):
         out: dict[str, Any] = {"t": "hello", "id": msg.id, "session": msg.session}
         if msg.learner is not None:
@@ -446,8 +534,40 @@ def _participant_map(p: ParticipantInfo) -> dict[str, Any]:
 
 
 def server_to_map(msg: ServerMessage) -> dict[str, Any]:
-    if isinstance(msg, ChatEvent):
+    if isinstance(msg, EditorUpdateEvent):
         out: dict[str, Any] = {
+            "t": "editor_update",
+            "ws": msg.ws,
+            "update": msg.update,
+            "by": msg.by,
+            "time": msg.time,
+        }
+        if msg.ref is not None:
+            out["ref"] = msg.ref
+        return out
+    if isinstance(msg, EditorPresenceEvent):
+        out = {"t": "editor_presence", "ws": msg.ws, "who": msg.who, "time": msg.time}
+        if msg.file is not None:
+            out.update(file=msg.file, anchor=msg.anchor, head=msg.head)
+        return out
+    if isinstance(msg, EditorState):
+        return {
+            "t": "editor_state",
+            "ref": msg.ref,
+            "ws": msg.ws,
+            "update": msg.update,
+            "sv": msg.sv,
+        }
+    if isinstance(msg, EditorModeEvent):
+        return {
+            "t": "editor_mode",
+            "lecture": msg.lecture,
+            "shared": list(msg.shared),
+            "by": msg.by,
+            "time": msg.time,
+        }
+    if isinstance(msg, ChatEvent):
+        out = {
             "t": "chat",
             "seq": msg.seq,
             "id": msg.id,
@@ -576,6 +696,7 @@ CLIENT_SIDE_LIMITS = Limits(
     max_depth=5,
     max_str_bytes=65_536,
     max_text_chars=65_536,
+    max_bin_bytes=4 * 1024 * 1024,
 )
 """Limits a client applies to what the relay sends (a welcome can list a big roster; a
 ``holds`` answer nests one level deeper than anything a client may send)."""
@@ -770,12 +891,65 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
                 time=r.float_("time"),
             ),
         )
+    if kind.startswith("editor_"):
+        return _decode_editor_server(m, kind, L)
     if kind == "session_ended":
         r = _Reader(m, kind, L, {"reason", "by", "time"})
         return _build(
             kind,
             lambda: SessionEnded(
                 reason=r.req_str("reason", 2000), by=r.req_str("by", 80), time=r.float_("time")
+            ),
+        )
+    _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")
+
+
+def _decode_editor_server(m: dict[str, Any], kind: str, L: Limits) -> ServerMessage:
+    if kind == "editor_update":
+        r = _Reader(m, kind, L, {"ws", "update", "by", "time", "ref"})
+        return _build(
+            kind,
+            lambda: EditorUpdateEvent(
+                ws=r.req_str("ws", 80),
+                update=r.bin_("update") or b"",
+                by=r.req_str("by", 80),
+                time=r.float_("time"),
+                ref=r.str_("ref", max_chars=64, required=False),
+            ),
+        )
+    if kind == "editor_presence":
+        r = _Reader(m, kind, L, {"ws", "who", "file", "anchor", "head", "time"})
+        return _build(
+            kind,
+            lambda: EditorPresenceEvent(
+                ws=r.req_str("ws", 80),
+                who=r.req_str("who", 80),
+                file=r.str_("file", max_chars=_FILE_NAME_CHARS, required=False),
+                anchor=r.int_("anchor", required=False),
+                head=r.int_("head", required=False),
+                time=r.float_("time"),
+            ),
+        )
+    if kind == "editor_state":
+        r = _Reader(m, kind, L, {"ref", "ws", "update", "sv"})
+        return _build(
+            kind,
+            lambda: EditorState(
+                ref=r.msg_id("ref"),
+                ws=r.req_str("ws", 80),
+                update=r.bin_("update") or b"",
+                sv=r.bin_("sv") or b"",
+            ),
+        )
+    if kind == "editor_mode":
+        r = _Reader(m, kind, L, {"lecture", "shared", "by", "time"})
+        return _build(
+            kind,
+            lambda: EditorModeEvent(
+                lecture=r.bool_("lecture"),
+                shared=_strs(r.list_("shared"), "editor_mode.shared"),
+                by=r.req_str("by", 80),
+                time=r.float_("time"),
             ),
         )
     _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")

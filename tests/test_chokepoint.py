@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pycrdt import Doc, Map, Text
 
 from relay.messages import CLIENT_TYPES
 from relay.server import Relay
@@ -18,6 +19,13 @@ from tests.rawclient import Raw, raw_connect
 pytestmark = pytest.mark.integration
 
 RELAY_DIR = Path(__file__).parent.parent / "relay"
+
+
+def _first_file() -> bytes:
+    doc = Doc()
+    doc.get("files", type=Map)["main.py"] = Text("x = 1\n")
+    return doc.get_update()
+
 
 # One representative frame per client message type, and the role that sends it.
 SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -31,8 +39,23 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "staff",
         {"t": "review", "id": "s-review", "hold": "py101.h1-0000", "approve": True},
     ),
+    "editor_sync": ("learner", {"t": "editor_sync", "id": "s-sync", "ws": "class", "sv": b"\0"}),
+    "editor_update": (
+        "instructor",
+        {"t": "editor_update", "id": "s-update", "ws": "class", "update": _first_file()},
+    ),
+    "editor_presence": ("instructor", {"t": "editor_presence", "id": "s-pres", "ws": "class"}),
+    "editor_lecture": ("instructor", {"t": "editor_lecture", "id": "s-lect", "on": True}),
+    "editor_share": (
+        "instructor",
+        {"t": "editor_share", "id": "s-share", "learner": "l1002", "shared": True},
+    ),
 }
-ANSWERED_TO_SENDER = {"review_list": "review.listed", "review": "message.refused"}
+ANSWERED_TO_SENDER = {
+    "review_list": "review.listed",
+    "review": "message.refused",
+    "editor_sync": "editor.sync",
+}
 """Types whose effect only the sender sees: its answer, recorded before it arrives."""
 
 
@@ -100,9 +123,9 @@ async def test_each_type_is_recorded_before_anything_is_delivered(
         await sender.send(frame)
     if kind in ANSWERED_TO_SENDER:
         answer = await sender.recv(5)
-        while answer["t"] not in ("holds", "ack", "<closed>"):  # replayed history first
-            answer = await sender.recv(5)
-        assert answer["t"] in ("holds", "ack"), answer
+        while answer["t"] not in ("holds", "ack", "editor_state", "<closed>"):
+            answer = await sender.recv(5)  # replayed history first
+        assert answer["t"] in ("holds", "ack", "editor_state"), answer
         assert answer.get("ref") == frame["id"], answer
         assert any(r["kind"] == ANSWERED_TO_SENDER[kind] for r in spy.records()[before:])
         await sender_ctx.__aexit__(None, None, None)
@@ -125,8 +148,16 @@ async def test_each_type_is_recorded_before_anything_is_delivered(
             "hand": "message.hand",
             "end_session": "session.ended",
             "bye": "session.left",
+            "editor_update": "editor.update",
+            "editor_presence": "editor.presence",
+            "editor_lecture": "editor.mode",
+            "editor_share": "editor.mode",
         }[kind]
         assert any(r["kind"] == expected for r in new), (kind, new)
+        if kind.startswith("editor_"):
+            assert got["t"] == {"editor_lecture": "editor_mode", "editor_share": "editor_mode"}.get(
+                kind, kind
+            )
         if kind == "chat":
             assert got["t"] == "chat"
             assert any(r.get("msg_id") == "s-chat" for r in new)

@@ -19,6 +19,15 @@ from relay.messages import (
     Channel,
     Chat,
     ChatEvent,
+    EditorLecture,
+    EditorModeEvent,
+    EditorPresence,
+    EditorPresenceEvent,
+    EditorShare,
+    EditorState,
+    EditorSync,
+    EditorUpdate,
+    EditorUpdateEvent,
     EndSession,
     ErrorFrame,
     Hand,
@@ -87,6 +96,12 @@ CLIENT_MESSAGES = [
     ReviewList(id="r1"),
     Review(id="r2", hold="py101.h3-ab12", approve=True),
     Review(id="r3", hold="py101.h4-ab12", approve=False, reason="not a documentation site"),
+    EditorSync(id="y1", ws="class", sv=b"\x00"),
+    EditorUpdate(id="y2", ws="learner:l1001", update=b"\x01\x02\x00\xff"),
+    EditorPresence(id="y3", ws="class", file="src/main.py", anchor=3, head=7),
+    EditorPresence(id="y4", ws="class"),
+    EditorLecture(id="y5", on=True),
+    EditorShare(id="y6", learner="l1001", shared=False),
 ]
 
 
@@ -210,6 +225,12 @@ SERVER_MESSAGES = [
         categories=("lexicon:watch",),
         time=10.0,
     ),
+    EditorState(ref="y1", ws="class", update=b"\x00\x00", sv=b"\x00"),
+    EditorUpdateEvent(ws="class", update=b"\x01\x02", by="instructor:alice", time=11.0),
+    EditorUpdateEvent(ws="learner:l1", update=b"\x01", by="relay", time=12.0, ref="y2"),
+    EditorPresenceEvent(ws="class", who="learner:l1", file="a.py", anchor=1, head=2, time=13.0),
+    EditorPresenceEvent(ws="class", who="learner:l1", file=None, anchor=0, head=0, time=14.0),
+    EditorModeEvent(lecture=True, shared=("learner:l1",), by="instructor:alice", time=15.0),
 ]
 
 
@@ -277,7 +298,29 @@ def pack(obj: object) -> bytes:
             ErrorCode.INVALID_FIELD,
         ),
         (pack({"t": "end_session", "id": "x", "reason": ""}), ErrorCode.INVALID_FIELD),
-        (pack({"t": "bye", "id": "x", "blob": b"\x00"}), ErrorCode.LIMIT_EXCEEDED),
+        (pack({"t": "bye", "id": "x", "blob": b"\x00"}), ErrorCode.INVALID_FIELD),
+        (
+            pack({"t": "editor_update", "id": "x", "ws": "class", "update": b"\x00" * 60_001}),
+            ErrorCode.LIMIT_EXCEEDED,
+        ),
+        (
+            pack({"t": "editor_update", "id": "x", "ws": "class", "update": "text"}),
+            ErrorCode.INVALID_FIELD,
+        ),
+        (
+            pack({"t": "editor_update", "id": "x", "ws": "class", "update": b""}),
+            ErrorCode.INVALID_FIELD,
+        ),
+        (pack({"t": "editor_sync", "id": "x", "ws": "learner:"}), ErrorCode.INVALID_FIELD),
+        (pack({"t": "editor_sync", "id": "x", "ws": "staff:sam"}), ErrorCode.INVALID_FIELD),
+        (
+            pack({"t": "editor_presence", "id": "x", "ws": "class", "anchor": -1}),
+            ErrorCode.INVALID_FIELD,
+        ),
+        (
+            pack({"t": "editor_share", "id": "x", "learner": "Bad Name", "shared": True}),
+            ErrorCode.INVALID_FIELD,
+        ),
         (pack({"t": "bye", "id": "x", "when": msgpack.Timestamp(1, 0)}), ErrorCode.LIMIT_EXCEEDED),
         (pack({"t": "bye", "id": "x", "e": msgpack.ExtType(5, b"ab")}), ErrorCode.LIMIT_EXCEEDED),
         (pack({"t": "bye", "id": "x", "a": [[[["deep"]]]]}), ErrorCode.LIMIT_EXCEEDED),
