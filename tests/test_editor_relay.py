@@ -380,3 +380,24 @@ async def test_snapshots_rebuild_the_workspace_when_the_class_ends(
     doc.apply_update(base64.b64decode(snaps[-1]["delivered"]))
     assert str(doc.get("files", type=Map)["main.py"]) == "a = 1\nb = 2\nc = a + b\n"
     assert snaps[-1]["detail"].startswith("class ended")
+
+
+async def test_a_redacted_span_is_replaced_for_everyone(facility: Facility, relay: Relay) -> None:
+    mail = "alice@mailbox.org"
+    async with (
+        joined(facility, relay, "instructor:alice") as alice,
+        joined(facility, relay, "learner:l1001", "pc-01") as ada,
+    ):
+        await ada.sync("class")
+        ack = await alice.edit("class", typed(f"# questions: {mail}\n"))
+        assert ack["status"] == "redacted", ack
+        assert ack["redacted"] == "# questions: [redacted:email]"
+        # The correction reached the author before the ack: its copy reads the same.
+        assert alice.files("class") == {"main.py": "# questions: [redacted:email]\n"}
+        await ada.until("editor_update")
+        assert ada.files("class") == alice.files("class")
+        assert all(mail.encode() not in frame for frame in ada.frames)
+    redacted = records(facility, "editor.redacted")
+    assert len(redacted) == 1
+    assert mail in redacted[0]["content"]
+    assert redacted[0]["categories"] == "email"
