@@ -6,6 +6,10 @@ a message, raises a hand, listens to the class, or works interactively::
 
     classroom-client --bundle pc-01.bundle --learner l1001 listen py101 --count 3 --only chat
     classroom-client --bundle pc-01.bundle --learner l1001 interactive py101
+    classroom-client --bundle pc-01.bundle --learner l1001 sync py101 ~/py101
+
+``sync`` mirrors the learner's editor workspace to a folder (:mod:`classroom_client.workspace`);
+the instructor's ``export`` and ``editor`` commands are defined here too.
 
 Everything that talks to the relay goes through :class:`relay.client.RelayClient`; this
 module turns command lines and typed lines into its calls, and its events into lines of
@@ -44,6 +48,7 @@ from classroom_client.client import (
     check_relay_address,
     open_bundle,
 )
+from classroom_client.workspace import DEFAULT_INTERVAL_S
 from relay.client import RelayClient, describe_ack
 from relay.errors import ClientError, RelayError
 from relay.identity import NAME_RULE, ParticipantRole, Role, parse_pid, valid_name
@@ -54,6 +59,7 @@ from relay.messages import (
     AlertNotice,
     Channel,
     ChatEvent,
+    EditorModeEvent,
     ErrorFrame,
     HandEvent,
     HeldNotice,
@@ -108,7 +114,8 @@ LEARNER_SIDE = Side(
     prog=PROG,
     role=ParticipantRole.LEARNER,
     description="Sign a learner in to a live class from this classroom machine: send a "
-    "message, raise a hand, listen to the class, or work interactively.",
+    "message, raise a hand, listen to the class, work interactively, or sync your editor "
+    "workspace with a folder.",
 )
 
 
@@ -119,6 +126,9 @@ class Command(enum.Enum):
     HAND = "hand"
     LOWER_HAND = "lower-hand"
     INTERACTIVE = "interactive"
+    SYNC = "sync"
+    EXPORT = "export"
+    EDITOR = "editor"
 
 
 class EventType(enum.Enum):
@@ -144,6 +154,11 @@ _EVENT_TYPES: dict[type, EventType] = {
     Reviewed: EventType.REVIEWED,
     AlertNotice: EventType.ALERT,
 }
+
+
+def shown_event(event: ServerMessage) -> bool:
+    """True for events ``listen`` prints (editor traffic is the sync command's business)."""
+    return type(event) in _EVENT_TYPES
 
 
 def event_type(event: ServerMessage) -> EventType:
@@ -245,6 +260,16 @@ def format_event(event: ServerMessage, now: float) -> str:
     if isinstance(event, ErrorFrame):
         return f"[{clock(now)}] ! relay notice ({event.error}): {clean_text(event.text)}"
     raise ValueError(f"{type(event).__name__} is not an event a client shows")
+
+
+def format_mode(event: EditorModeEvent) -> str:
+    """The line shown when the instructor changes lecture mode or sharing."""
+    lecture = "on (the class workspace is read-only)" if event.lecture else "off"
+    shared = ", ".join(event.shared) or "none"
+    return (
+        f"[{clock(event.time)}] ✎ editor: lecture mode {lecture}; shared with the class: "
+        f"{shared} (by {event.by})"
+    )
 
 
 def event_record(event: ServerMessage, *, history: bool, now: float) -> dict[str, Any]:
@@ -835,6 +860,8 @@ async def do_listen(client: RelayClient, term: Terminal, opts: ListenOptions) ->
     try:
         async with asyncio.timeout(opts.timeout):
             async for event in client.events():
+                if not shown_event(event):
+                    continue
                 seq = event_seq(event)
                 history = seq is not None and seq <= history_until
                 if history and not opts.history:
@@ -950,6 +977,11 @@ async def _show_events(client: RelayClient, term: Terminal, shown: _Shown) -> No
         term.out(f"({skip} earlier events of this class are not shown; 'listen' shows them all)")
     try:
         async for event in client.events():
+            if isinstance(event, EditorModeEvent):
+                term.out(format_mode(event))
+                continue
+            if not shown_event(event):
+                continue
             seq = event_seq(event)
             if skip and seq is not None and seq <= welcome.last_seq:
                 skip -= 1
@@ -1175,7 +1207,85 @@ def build_parser(side: Side = LEARNER_SIDE) -> argparse.ArgumentParser:
         "join and chat from the terminal (or a pipe): lines are messages, /help lists "
         "commands, /quit or end of input leaves",
     )
+    if side.instructor:
+        _instructor_editor_commands(command, wait_help)
+    else:
+        p = command(
+            Command.SYNC,
+            "mirror your editor workspace to a folder (and the class workspace, read-only, "
+            "to its class/ folder); changes saved there are sent through the relay",
+            _SYNC_EPILOG,
+        )
+        p.add_argument("dir", metavar="DIR", help="the folder (made if missing)")
+        p.add_argument("--once", action="store_true", help="sync down, send local changes, exit")
+        p.add_argument("--duration", metavar="S", type=_seconds, help="stop after S seconds")
+        p.add_argument(
+            "--interval",
+            metavar="S",
+            type=_seconds,
+            default=DEFAULT_INTERVAL_S,
+            help=f"look for changes on disk every S seconds (default {DEFAULT_INTERVAL_S:g})",
+        )
     return parser
+
+
+_SYNC_EPILOG = """\
+DIR/NAME is file NAME of your workspace (learner:ID); DIR/class/NAME is a read-only
+copy of file NAME of the class workspace. Files saved in DIR are sent as edits and go through
+the facility's policy like typing does. A change the relay refuses is put back on disk
+as the relay kept it, and a line on standard error says what was refused and why.
+Changes others make to your workspace (the instructor helping) are written into DIR.
+Hidden files (.git, editor swap files) and backups ending in ~ are not synced; file names
+must be relative paths without '..', hidden parts, backslashes or drive letters.
+Without --once or --duration, sync runs until Ctrl-C or the end of the class. The exit
+code is 3 when a change was refused.
+"""
+
+
+def _instructor_editor_commands(
+    command: Callable[..., argparse.ArgumentParser], wait_help: str
+) -> None:
+    p = command(
+        Command.EXPORT,
+        "save a learner's editor workspace into a folder",
+        "Existing files that differ are not overwritten unless --force is given; nothing "
+        "is written then.",
+    )
+    p.add_argument("--learner", metavar="ID", required=True, help="the learner, e.g. l1001")
+    p.add_argument("dir", metavar="DIR", help="the folder (made if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite files that differ")
+    p.add_argument("--wait", metavar="S", type=_seconds, default=DEFAULT_WAIT_S, help=wait_help)
+    p = command(
+        Command.EDITOR,
+        "drive the shared editor: put a file, print one, list files, lecture mode, sharing",
+        _EDITOR_EPILOG,
+    )
+    p.add_argument("--wait", metavar="S", type=_seconds, default=DEFAULT_WAIT_S, help=wait_help)
+    actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action")
+    actions.required = True
+    a = actions.add_parser("put", help="write FILE of workspace WS (created if needed)")
+    a.add_argument("ws", metavar="WS", help="'class', or a learner (l1001 or learner:l1001)")
+    a.add_argument("file", metavar="FILE", help="the file name in the workspace")
+    a.add_argument("--from", dest="source", metavar="PATH", help="read it from PATH (else stdin)")
+    a = actions.add_parser("get", help="print FILE of workspace WS")
+    a.add_argument("ws", metavar="WS")
+    a.add_argument("file", metavar="FILE")
+    a = actions.add_parser("ls", help="list the files of workspace WS")
+    a.add_argument("ws", metavar="WS")
+    a = actions.add_parser("lecture", help="lecture mode: the class workspace read-only")
+    a.add_argument("state", choices=["on", "off"])
+    a = actions.add_parser("share", help="show a learner's workspace to the class, or stop")
+    a.add_argument("learner", metavar="LEARNER", help="l1001 or learner:l1001")
+    a.add_argument("state", choices=["on", "off"])
+
+
+_EDITOR_EPILOG = """\
+examples:
+  editor py101 put class hello.py --from hello.py
+  editor py101 get learner:l1001 main.py
+  editor py101 lecture on
+  editor py101 share l1001 on
+"""
 
 
 class UsageError(RelayError):
@@ -1206,6 +1316,8 @@ def plan(side: Side, args: argparse.Namespace, term: Terminal) -> Body:
         return functools.partial(do_hand, term=term, raised=False, who=who, wait=args.wait)
     if cmd is Command.WHO:
         return functools.partial(do_who, term=term, as_json=args.json)
+    if cmd in (Command.SYNC, Command.EXPORT, Command.EDITOR):
+        return plan_editor(side, args, term)
     if cmd is Command.LISTEN:
         opts = ListenOptions(
             count=args.count,
@@ -1254,6 +1366,12 @@ def run_main(side: Side, argv: list[str] | None, opener: Opener) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return int(Exit.OK)
+
+
+def plan_editor(side: Side, args: argparse.Namespace, term: Terminal) -> Body:
+    from classroom_client import editor_cli
+
+    return editor_cli.plan(side.instructor, args, term)
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ command line or a script.
     instructor-console --bundle alice.bundle chat py101 "Try a for loop" --to learner:l1001
     instructor-console --bundle alice.bundle listen py101 --json --only chat
     instructor-console --bundle alice.bundle interactive py101
+    instructor-console --bundle alice.bundle editor py101 put class hello.py --from hello.py
+    instructor-console --bundle alice.bundle editor py101 lecture on
+    instructor-console --bundle alice.bundle export py101 --learner l1001 ./l1001-work
 
 The terminal front end (commands, output, exit codes) is shared with ``classroom-client``
 and lives in :mod:`classroom_client.cli`; this module chooses the instructor's side of it.
@@ -24,8 +27,8 @@ INSTRUCTOR_SIDE = Side(
     prog=PROG,
     role=ParticipantRole.INSTRUCTOR,
     description="Teach a live class through the facility's relay: send messages to the "
-    "class or to one learner, lower raised hands, listen to the class, or work "
-    "interactively.",
+    "class or to one learner, lower raised hands, listen to the class, work "
+    "interactively, drive the shared editor, or export a learner's workspace.",
 )
 
 

@@ -517,6 +517,13 @@ class RelayClient:
             return await self._events.get()
         return await asyncio.wait_for(self._events.get(), wait_s)
 
+    def drain_events(self) -> list[ServerMessage]:
+        """The events that have arrived and were not taken yet (without waiting)."""
+        out: list[ServerMessage] = []
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
+
     async def events(self) -> AsyncIterator[ServerMessage]:
         while True:
             if self._events.empty() and self._runner is not None and self._runner.done():
