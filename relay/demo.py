@@ -37,6 +37,8 @@ from relay.messages import (
     AckStatus,
     AlertNotice,
     ChatEvent,
+    EditorModeEvent,
+    EditorUpdateEvent,
     ErrorFrame,
     HandEvent,
     HeldNotice,
@@ -190,6 +192,10 @@ def _describe(event: ServerMessage) -> str:
         return f"class ended by {event.by}: {event.reason}"
     if isinstance(event, ErrorFrame):
         return f"notice: {event.text}"
+    if isinstance(event, EditorUpdateEvent):
+        return f"editor: {event.ws} changed by {event.by}"
+    if isinstance(event, EditorModeEvent):
+        return f"editor: lecture mode {'on' if event.lecture else 'off'}"
     return type(event).__name__
 
 
@@ -258,6 +264,7 @@ async def run_lesson(
     await step()
 
     ok &= await _content_policy(root, home, relay, t, ada, learners, seen, pumps, step)
+    ok &= await _shared_editor(root, t, ada, learners, step)
 
     t.section("A machine that was never enrolled")
     stranger = _never_enrolled_bundle(root)
@@ -314,6 +321,82 @@ async def run_lesson(
     for line in seen.get("sam", []):
         if line.startswith(("held", "alert")):
             print(f"  {line}", file=t.out)
+    return ok
+
+
+LOOPS_PY = "# Print the numbers 1 to 10.\nfor i in range(1, 11):\n    print(i)\n"
+ANSWER_PY = "total = 0\nfor i in range(1, 11):\n    total += i\nprint(total)\n"
+
+
+async def _until(check: Callable[[], bool], wait_s: float = 3.0) -> bool:
+    for _ in range(int(wait_s / 0.05)):
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+async def _shared_editor(
+    root: Path,
+    t: Transcript,
+    ada: RelayClient,
+    learners: dict[str, RelayClient],
+    step: Callable[[], Awaitable[None]],
+) -> bool:
+    """The instructor's code reaches the class; a learner's typed phone number is undone."""
+    ok = True
+    t.section("The shared editor")
+    for c in learners.values():
+        await c.editor_sync("class")
+    acks = await ada.write_file("class", "loops.py", LOOPS_PY)
+    t.say("ada", f"wrote loops.py in the class workspace -> {acks[-1].status.value}")
+
+    def has_loops(c: RelayClient) -> Callable[[], bool]:
+        return lambda: c.editor.text("class", "loops.py") == LOOPS_PY
+
+    for name, c in learners.items():
+        arrived = await _until(has_loops(c))
+        ok &= arrived
+        lines = len(LOOPS_PY.splitlines())
+        t.say(name, f"sees loops.py ({lines} lines)" if arrived else "did NOT receive loops.py")
+    await step()
+    ack = await ada.lecture(True)
+    t.say("ada", f"lecture mode on -> {ack.status.value}")
+    refused = await learners["l1003"].insert("class", "loops.py", 0, "# hi\n")
+    ok &= refused[-1].status is AckStatus.REFUSED
+    t.say("l1003", f"edits loops.py during lecture -> {refused[-1].status.value}")
+    ack = await ada.lecture(False)
+    t.say("ada", f"lecture mode off -> {ack.status.value}")
+    await step()
+
+    l1002 = learners["l1002"]
+    acks = await l1002.write_file("learner:l1002", "answer.py", ANSWER_PY)
+    t.say("l1002", f"wrote answer.py in their own workspace -> {acks[-1].status.value}")
+    await ada.editor_sync("learner:l1002")
+    t.say("ada", f"looks over l1002's shoulder: answer.py has {len(ANSWER_PY)} characters")
+
+    l1001 = learners["l1001"]
+    ws = "learner:l1001"
+    await l1001.write_file(ws, "notes.py", "# my notes\n")
+    await ada.editor_sync(ws)
+    typed = ""
+    outcome = "never refused (this must never happen)"
+    for ch in "# text me 415 555 0134":
+        here = len(l1001.editor.text(ws, "notes.py") or "")
+        acks = await l1001.insert(ws, "notes.py", here, ch)
+        if acks[-1].status is AckStatus.REFUSED:
+            outcome = f"refused at the key '{ch}': {acks[-1].text}"
+            break
+        typed += ch
+    t.say("l1001", f"types '# text me 415 555 0134' key by key into notes.py -> {outcome}")
+    now = l1001.editor.text(ws, "notes.py") or ""
+    await _until(lambda: ada.editor.text(ws, "notes.py") == now)
+    seen_by_ada = ada.editor.text(ws, "notes.py") or ""
+    undone = "415 555 013" not in now and "0134" not in seen_by_ada
+    ok &= undone and outcome.startswith("refused")
+    t.say("relay", f"undid the last key in l1001's editor: notes.py now ends {now[-14:]!r}")
+    t.say("ada", f"l1001's notes.py as the instructor sees it ends {seen_by_ada[-14:]!r}")
+    await step()
     return ok
 
 

@@ -49,3 +49,10 @@ def test_headless_demo_runs_the_whole_lesson() -> None:
     # Contents are decrypted on the staff side only: the transcript quotes the lesson.
     assert '"Welcome! Today: for loops.' in out
     assert "[refused; rule routing.learner_to_learner_direct;" in out
+    # The shared editor: code reaches the class, a typed phone number is undone.
+    assert "wrote loops.py in the class workspace -> delivered" in out
+    assert out.count("sees loops.py (3 lines)") == 3
+    assert "edits loops.py during lecture -> refused" in out
+    assert "key by key into notes.py -> refused at the key" in out
+    assert "notes.py now ends ' me 415 555 01'" in out
+    assert "as the instructor sees it ends ' me 415 555 01'" in out
