@@ -47,6 +47,9 @@ from relay.messages import CLASS_WORKSPACE, Ack, AckStatus, EditorModeEvent, Ses
 CLASS_DIR = "class"
 """The folder (inside DIR) holding the read-only copy of the class workspace."""
 STATE_FILE = ".classroom-sync.json"
+REFUSED_DIR = ".classroom-sync-refused"
+"""Where a refused version of a file is kept on this machine (hidden: never synced), so
+that putting the file back does not lose the learner's work."""
 DEFAULT_INTERVAL_S = 0.3
 MAX_NAME_CHARS = 200
 _FORBIDDEN = frozenset('\\:*?"<>|')
@@ -278,6 +281,11 @@ class FolderSync:
                     self.received += 1
                 else:
                     self._own[name] = _Tracked(theirs, None)  # changed on disk: sent below
+                    if known is None:
+                        self.report.note(
+                            f"note: {name} differs from {self.ws} and this folder was not "
+                            "synced before: the copy on disk is sent"
+                        )
             elif theirs is not None:
                 if known is not None and _digest(theirs) == known:
                     self._own[name] = _Tracked(theirs, None)  # deleted on disk: sent below
@@ -391,7 +399,7 @@ class FolderSync:
             except ReplicaError as exc:
                 self._warn_once(f"local:{name}", f"not synced: {name}: {exc}")
                 continue
-            self._after_push(name, acks, "changed" if name in self._own else "new")
+            self._after_push(name, acks, "changed" if name in self._own else "new", text)
         for name in deleted:
             if self.client.editor.text(self.ws, name) is None:
                 self._own.pop(name, None)
@@ -399,7 +407,7 @@ class FolderSync:
             acks = await self.client.delete_file(self.ws, name)
             self._after_push(name, acks, "deleted")
 
-    def _after_push(self, name: str, acks: list[Ack], what: str) -> None:
+    def _after_push(self, name: str, acks: list[Ack], what: str, sent: str | None = None) -> None:
         """Report the relay's decision; put the file back as the relay has it if it
         refused or redacted the change."""
         self.sent += 1
@@ -419,6 +427,8 @@ class FolderSync:
             self.report.note(
                 f"refused: your change to {name} was not kept: {refused.text or refused.error}"
             )
+            if sent is not None:
+                self._keep_refused(name, sent)
         elif redacted is not None:
             self.report.note(f"redacted: your change to {name}: {redacted.text}")
         else:
@@ -439,6 +449,17 @@ class FolderSync:
             self.report.note(f"note: {name} on disk was put back to the relay's version")
         else:
             self._own[name] = _Tracked(kept, self._stat(name))
+
+    def _keep_refused(self, name: str, text: str) -> None:
+        try:
+            path = safe_path(self.root / REFUSED_DIR, name)
+            _write_text(path, text)
+        except (OSError, ClientError):
+            return
+        self.report.note(
+            f"note: your version of {name} is kept in {path} on this machine only "
+            "(it is not synced); change it there and copy it back"
+        )
 
     def _pull_own(self) -> None:
         relay = self.client.editor.files(self.ws)
@@ -562,6 +583,7 @@ def write_export(root: Path, plan: ExportPlan) -> list[Path]:
 
 __all__ = [
     "CLASS_DIR",
+    "REFUSED_DIR",
     "STATE_FILE",
     "ExportPlan",
     "FolderSync",

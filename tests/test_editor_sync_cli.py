@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from classroom_client import cli as learner_cli
-from classroom_client.workspace import STATE_FILE, name_problem, plan_export, safe_path
+from classroom_client.workspace import (
+    REFUSED_DIR,
+    STATE_FILE,
+    name_problem,
+    plan_export,
+    safe_path,
+)
 from instructor_console import cli as instructor_cli
 from relay.client import RelayClient
 from relay.errors import ClientError
@@ -165,6 +171,15 @@ async def test_sync_round_trip(
             hello.write_text(f"{before}# call me {PHONE}\n", encoding="utf-8")
             await eventually(lambda: _read(hello) == before)
             assert PHONE not in (alice.editor.text(MINE, "hello.py") or "")
+            # The learner's refused version is kept locally, never synced.
+            kept = folder / REFUSED_DIR / "hello.py"
+            await eventually(lambda: _read(kept) == f"{before}# call me {PHONE}\n")
+            # A new file the relay refuses as a whole is taken off the folder (kept aside).
+            contact = folder / "contact.txt"
+            contact.write_text(f"ring {PHONE}\n")
+            await eventually(lambda: not contact.exists())
+            assert _read(folder / REFUSED_DIR / "contact.txt") == f"ring {PHONE}\n"
+            assert alice.editor.text(MINE, "contact.txt") is None
             # A file deleted on disk is deleted in the workspace.
             (folder / "src" / "util.py").unlink()
             await eventually(lambda: alice.editor.text(MINE, "src/util.py") is None)
@@ -177,6 +192,7 @@ async def test_sync_round_trip(
     out, err = capsys.readouterr()
     assert code == 3, (out, err)  # a change was refused
     assert "refused: your change to hello.py was not kept" in err
+    assert "contact.txt was removed from" in err
     assert "phone" in err
     assert PHONE not in err
     assert "put back to the relay's version" in err
@@ -185,6 +201,7 @@ async def test_sync_round_trip(
     assert "Traceback" not in err
     assert "sync stopped:" in out
     assert (folder / STATE_FILE).exists()
+    assert f"kept in {folder / REFUSED_DIR / 'hello.py'}" in err
 
 
 @pytest.mark.integration
