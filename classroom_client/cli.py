@@ -1208,7 +1208,7 @@ def build_parser(side: Side = LEARNER_SIDE) -> argparse.ArgumentParser:
         "commands, /quit or end of input leaves",
     )
     if side.instructor:
-        _instructor_editor_commands(command, wait_help)
+        _instructor_editor_commands(command, wait_help, shared)
     else:
         p = command(
             Command.SYNC,
@@ -1231,9 +1231,10 @@ def build_parser(side: Side = LEARNER_SIDE) -> argparse.ArgumentParser:
 
 _SYNC_EPILOG = """\
 DIR/NAME is file NAME of your workspace (learner:ID); DIR/class/NAME is a read-only
-copy of file NAME of the class workspace. Files saved in DIR are sent as edits and go through
-the facility's policy like typing does. A change the relay refuses is put back on disk
-as the relay kept it, and a line on standard error says what was refused and why.
+copy of file NAME of the class workspace. Files saved in DIR are sent as edits and go
+through the facility's policy like typing does. A change the relay refuses is put back
+on disk as the relay kept it, and a line on standard error says what was refused and
+why; your refused version is kept in DIR/.classroom-sync-refused/ (never synced).
 Changes others make to your workspace (the instructor helping) are written into DIR.
 Hidden files (.git, editor swap files) and backups ending in ~ are not synced; file names
 must be relative paths without '..', hidden parts, backslashes or drive letters.
@@ -1243,7 +1244,9 @@ code is 3 when a change was refused.
 
 
 def _instructor_editor_commands(
-    command: Callable[..., argparse.ArgumentParser], wait_help: str
+    command: Callable[..., argparse.ArgumentParser],
+    wait_help: str,
+    shared: argparse.ArgumentParser,
 ) -> None:
     p = command(
         Command.EXPORT,
@@ -1263,18 +1266,25 @@ def _instructor_editor_commands(
     p.add_argument("--wait", metavar="S", type=_seconds, default=DEFAULT_WAIT_S, help=wait_help)
     actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action")
     actions.required = True
-    a = actions.add_parser("put", help="write FILE of workspace WS (created if needed)")
+    # Options may also follow the action ("editor py101 lecture on --wait 5").
+    after = argparse.ArgumentParser(add_help=False, parents=[shared])
+    after.add_argument("--wait", metavar="S", type=_seconds, default=argparse.SUPPRESS)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=[after], help=help_text, description=help_text)
+
+    a = action("put", "write FILE of workspace WS (created if needed)")
     a.add_argument("ws", metavar="WS", help="'class', or a learner (l1001 or learner:l1001)")
     a.add_argument("file", metavar="FILE", help="the file name in the workspace")
     a.add_argument("--from", dest="source", metavar="PATH", help="read it from PATH (else stdin)")
-    a = actions.add_parser("get", help="print FILE of workspace WS")
+    a = action("get", "print FILE of workspace WS")
     a.add_argument("ws", metavar="WS")
     a.add_argument("file", metavar="FILE")
-    a = actions.add_parser("ls", help="list the files of workspace WS")
+    a = action("ls", "list the files of workspace WS")
     a.add_argument("ws", metavar="WS")
-    a = actions.add_parser("lecture", help="lecture mode: the class workspace read-only")
+    a = action("lecture", "lecture mode: the class workspace read-only for learners")
     a.add_argument("state", choices=["on", "off"])
-    a = actions.add_parser("share", help="show a learner's workspace to the class, or stop")
+    a = action("share", "show a learner's workspace to the class, or stop")
     a.add_argument("learner", metavar="LEARNER", help="l1001 or learner:l1001")
     a.add_argument("state", choices=["on", "off"])
 

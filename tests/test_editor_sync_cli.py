@@ -319,6 +319,13 @@ async def test_editor_commands(
         await eventually(
             lambda: ada.editor_mode is not None and ada.editor_mode.shared == ("learner:l1002",)
         )
+        # Options may follow the action.
+        assert relay.addresses is not None
+        argv = ["editor", "py101", "lecture", "off", "--wait", "5"]
+        argv += ["--bundle", str(facility.bundle("alice")), "--relay", relay.addresses.outside_url]
+        assert await asyncio.to_thread(instructor_cli.main, argv) == 0
+        capsys.readouterr()
+        await eventually(lambda: ada.editor_mode is not None and not ada.editor_mode.lecture)
         # Usage problems are refused before connecting.
         argv = _console_argv(facility, relay, "editor", "py101", "put", "class", "../x.py")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 2
