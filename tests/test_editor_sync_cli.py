@@ -24,6 +24,7 @@ from classroom_client.workspace import (
 from instructor_console import cli as instructor_cli
 from relay.client import RelayClient
 from relay.errors import ClientError
+from relay.messages import EditorModeEvent
 from relay.server import Relay
 from tests.conftest import PINS, Facility
 
@@ -333,3 +334,44 @@ async def test_editor_commands(
         argv = _console_argv(facility, relay, "editor", "py101", "get", "nobody:x", "a.py")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 2
         assert "is not a workspace" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+async def test_sync_reconciles_changes_made_while_offline(
+    facility: Facility, relay: Relay, tmp_path: Path, capsys: Capture
+) -> None:
+    folder = tmp_path / "work"
+    async with _instructor_api(facility, relay) as alice:
+        for name in ("a.py", "b.py", "c.py"):
+            await alice.write_file(MINE, name, f"# {name}\n")
+        argv = _sync_argv(facility, relay, folder, "--once")
+        assert await asyncio.to_thread(learner_cli.main, argv) == 0
+        capsys.readouterr()
+        # Offline: the learner edits a.py and deletes b.py; the instructor edits c.py.
+        (folder / "a.py").write_text("# a.py, edited offline\n")
+        (folder / "b.py").unlink()
+        await alice.write_file(MINE, "c.py", "# c.py, helped\n")
+        assert await asyncio.to_thread(learner_cli.main, argv) == 0
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        await alice.editor_sync(MINE)
+        await eventually(
+            lambda: (
+                alice.editor.files(MINE)
+                == {"a.py": "# a.py, edited offline\n", "c.py": "# c.py, helped\n"}
+            )
+        )
+    assert _read(folder / "c.py") == "# c.py, helped\n"
+    assert not (folder / "b.py").exists()
+    assert "sent a.py (changed)" in out
+    assert "sent b.py (deleted)" in out
+    assert "2 change(s) sent, 0 refused, 1 received" in out
+
+
+def test_mode_changes_are_shown_in_one_line() -> None:
+    line = learner_cli.format_mode(
+        EditorModeEvent(lecture=True, shared=("learner:l1002",), by="instructor:alice", time=0.0)
+    )
+    assert "lecture mode on" in line
+    assert "learner:l1002" in line
+    assert "(by instructor:alice)" in line
