@@ -326,6 +326,9 @@ TYPING_RUN_GAP_S = 60.0
 """Plain edits by one person in one workspace with less than this between them, and no
 other line of the transcript between them, are shown as one line."""
 _PLAIN_EDIT = re.compile(r"(?P<files>[^;]+): \+(?P<ins>\d+) -(?P<rem>\d+) chars")
+_REFUSED_EDIT = re.compile(
+    r"refused change of (?P<entries>\d+) file entry\(ies\), \+(?P<ins>\d+) chars"
+)
 
 
 def _typed(text: str | None, encrypted: bool) -> str:
@@ -366,6 +369,11 @@ def _editor_body(kind: str, d: dict[str, Any], who: str) -> str:
             what.append(f"+{edit['ins']} -{edit['rem']} chars")
         elif part.startswith(_FILE_OPS):
             what.append(visible(part))
+        elif (refused := _REFUSED_EDIT.fullmatch(part)) is not None:
+            # A refused change's record names no file (a name may be what was refused).
+            what.append(f"+{refused['ins']} chars")
+            if refused["entries"] != "0":
+                what.append(f"{refused['entries']} file entry(ies)")
         else:
             reasons.append(visible(part))
     typed = _typed(_s(d, "content"), bool(d.get("encrypted")))

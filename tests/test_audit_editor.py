@@ -226,7 +226,7 @@ def test_names_that_are_not_safe_paths_are_refused() -> None:
 
 def stored(seq: int, t: float, kind: str, **fields: Any) -> StoredRecord:
     body = {"kind": kind, "time": t, "session": "py101", **fields}
-    contents = {k: body.pop(k) for k in ("content", "delivered") if k in body}
+    contents: dict[str, Any] = {k: body.pop(k) for k in ("content", "delivered") if k in body}
     return StoredRecord(seq, FrameType.EVENT, "s", 8, body, contents)
 
 
@@ -262,6 +262,18 @@ def test_the_transcript_joins_keystrokes_and_leaves_out_sync_and_presence() -> N
             **ada,
         ),
         stored(
+            12,
+            T0 + 7.5,
+            "editor.refused",
+            channel="class",
+            decision="refused",
+            rule="contact.details",
+            error="policy_blocked",
+            detail="refused change of 1 file entry(ies), +0 chars; names may not hold a phone",
+            content="415.py",
+            **ada,
+        ),
+        stored(
             9,
             T0 + 8,
             "editor.update",
@@ -284,8 +296,8 @@ def test_the_transcript_joins_keystrokes_and_leaves_out_sync_and_presence() -> N
     transcript = Transcript()
     lines = [line for r in records for line in transcript.feed(r)] + transcript.finish()
     assert transcript.unshown == 2
-    assert len(lines) == 5
-    typed, refused, created, snapshot, mode = lines
+    assert len(lines) == 6
+    typed, refused, refused_name, created, snapshot, mode = lines
     assert (
         "learner:l1001 (at pc-01) edited learner:l1001/main.py: +5 -0 chars in 5 changes until"
         in typed
@@ -296,6 +308,11 @@ def test_the_transcript_joins_keystrokes_and_leaves_out_sync_and_presence() -> N
         f'typed "{PHONE}"  [refused; rule contact.details; error policy_blocked; phone numbers '
         "may not be shared]"
     ) in refused
+    assert (
+        "learner:l1001 (at pc-01)'s change to class was refused (+0 chars, 1 file entry(ies)), "
+        'typed "415.py"  [refused; rule contact.details; error policy_blocked; names may not '
+        "hold a phone]"
+    ) in refused_name
     assert 'edited class/b.py: created b.py, +2 -0 chars, typed "hi"  [delivered]' in created
     assert "workspace class recorded whole (periodic)" in snapshot
     assert "instructor:alice set the editor: lecture mode on" in mode
@@ -760,7 +777,7 @@ async def test_a_class_edited_through_the_relay_rebuilt_at_several_times(
     assert w["changes_applied"] < 100
     # The transcript reads well: keystrokes joined, the refusal with its rule.
     transcript = ok(facility, *staff(facility))
-    assert "learner:l1001 (at pc-01)'s change to class/main.py" in transcript
+    assert "learner:l1001 (at pc-01)'s change to class" in transcript
     assert "[refused; rule contact.details" in transcript
     assert "learner:l1001 (at pc-01) edited learner:l1001/mine.py: +" in transcript
     assert " changes until " in transcript
