@@ -35,6 +35,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/classroom-relay bench chat
 	$(BIN)/classroom-relay bench audit
+	$(BIN)/classroom-relay bench editor
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

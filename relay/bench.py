@@ -318,8 +318,10 @@ def _learner(i: int) -> str:
     return f"l{i + 1:03d}"
 
 
-def build_facility(root: Path, learners: int) -> Facility:
-    """A facility with one instructor, ``learners`` machines and learners, one open class."""
+def build_facility(root: Path, learners: int, extra_classes: Sequence[str] = ()) -> Facility:
+    """A facility with one instructor, ``learners`` machines and learners, and open
+    classes: :data:`CLASS_ONE` (the first learner), :data:`CLASS_FANOUT` and each of
+    ``extra_classes`` (every learner)."""
     from relay import cli  # the admin CLI, in-process (it imports this module lazily)
 
     home_dir = root / "facility"
@@ -346,7 +348,9 @@ def build_facility(root: Path, learners: int) -> Facility:
     # Two classes: the fan-out class starts with an empty history, so its learners join
     # without a replay of the 1 -> 1 runs.
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    for class_id, learner_ids in ((CLASS_ONE, names[:1]), (CLASS_FANOUT, names)):
+    classes = [(CLASS_ONE, names[:1]), (CLASS_FANOUT, names)]
+    classes += [(class_id, names) for class_id in extra_classes]
+    for class_id, learner_ids in classes:
         roster: list[str] = []
         for name in learner_ids:
             roster += ["--learner", name]
@@ -545,6 +549,24 @@ class _Endpoint:
     hello: bytes | None
 
 
+async def _open_ws(http: aiohttp.ClientSession, ep: _Endpoint) -> aiohttp.ClientWebSocketResponse:
+    """A WebSocket to ``ep.url`` with ``ep.bundle``'s client certificate (TLS 1.3)."""
+    ctx = load_bundle(ep.bundle).client_ssl_context(ep.bundle)
+    try:
+        return await http.ws_connect(
+            ep.url,
+            protocols=(wire.SUBPROTOCOL,),
+            ssl=ctx,
+            compress=0,
+            autoping=True,
+            heartbeat=20.0,
+            max_msg_size=wire.CLIENT_SIDE_LIMITS.max_frame_bytes,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+        )
+    except (aiohttp.ClientError, OSError) as exc:
+        raise BenchError(f"{ep.name} could not connect to {ep.url}: {exc}") from exc
+
+
 class _Bench:
     """Drives one system under test: connects peers, runs windowed and paced loads."""
 
@@ -567,20 +589,7 @@ class _Bench:
         self._runs = 0
 
     async def connect(self, ep: _Endpoint) -> _Peer:
-        ctx = load_bundle(ep.bundle).client_ssl_context(ep.bundle)
-        try:
-            ws = await self.http.ws_connect(
-                ep.url,
-                protocols=(wire.SUBPROTOCOL,),
-                ssl=ctx,
-                compress=0,
-                autoping=True,
-                heartbeat=20.0,
-                max_msg_size=wire.CLIENT_SIDE_LIMITS.max_frame_bytes,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BenchError(f"{ep.name} could not connect to {ep.url}: {exc}") from exc
+        ws = await _open_ws(self.http, ep)
         peer = _Peer(ep.name, ws, self)
         if ep.hello is None:
             peer.welcome.set_result(None)
@@ -1972,6 +1981,740 @@ def audit_main(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# the editor scenario
+# ---------------------------------------------------------------------------------------
+
+CLASS_EDITOR = "bench-editor"
+DEFAULT_EDITOR_LEARNERS = 30
+DEFAULT_EDITOR_UPDATES = 30_000
+QUICK_EDITOR_UPDATES = 600
+DEFAULT_TYPING_S = 10.0
+QUICK_TYPING_S = 2.0
+DEFAULT_EDITOR_WINDOW = 8
+TYPING_CHARS_PER_S = 5.0
+"""How fast each learner types in the latency run (one update per character)."""
+TARGET_UPDATES_PER_S = 5_000.0
+TARGET_EDITOR_P99_MS = 50.0
+DEFAULT_BASELINE_UPDATES = 20_000
+EDITOR_FILE = "main.py"
+RAISED_EDITOR_LIMITS = "editor_msgs_per_second = 1000000.0\neditor_msgs_burst = 1000000\n"
+# What the learners type, a character per update: ordinary code the policy lets through.
+TYPED_CODE = (
+    "def greet(name):\n"
+    "    message = 'Hello, ' + name + '!'\n"
+    "    return message\n"
+    "\n"
+    "for learner in ['ada', 'grace', 'linus']:\n"
+    "    print(greet(learner))\n"
+    "\n"
+)
+
+
+def raise_editor_rate_limit(home: FacilityHome) -> None:
+    """Raise the per-connection editor message rate (relay.toml ``[limits]``
+    ``editor_msgs_per_second``, ``editor_msgs_burst``) out of the benchmark's way."""
+    text = home.relay_toml.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    try:
+        at = next(i for i, line in enumerate(lines) if line.strip() == "[limits]")
+    except StopIteration:
+        raise BenchError(f"{home.relay_toml} has no [limits] table") from None
+    lines.insert(at + 1, RAISED_EDITOR_LIMITS)
+    home.relay_toml.write_text("".join(lines), encoding="utf-8")
+    limits = home.load_config().limits
+    if limits.editor_msgs_per_second < 1e6 or limits.editor_msgs_burst < 1e6:
+        raise BenchError("the raised editor rate limit did not take effect")
+
+
+class Typist:
+    """One learner's copy of their workspace: every character typed is one Yjs update,
+    made the way an editor makes it (the update since the state before the keystroke)."""
+
+    def __init__(self, text: str = TYPED_CODE, offset: int = 0) -> None:
+        from pycrdt import Doc, Map, Text
+
+        self.doc: Any = Doc()
+        self.files: Any = self.doc.get("files", type=Map)
+        self._text_type = Text
+        self.source = text
+        self.typed = offset
+
+    def create(self) -> bytes:
+        """The update that creates the file."""
+        before = self.doc.get_state()
+        self.files[EDITOR_FILE] = self._text_type()
+        update: bytes = self.doc.get_update(before)
+        return update
+
+    def keystrokes(self, count: int) -> list[bytes]:
+        doc, text, source = self.doc, self.files[EDITOR_FILE], self.source
+        out: list[bytes] = []
+        for _ in range(count):
+            before = doc.get_state()
+            text += source[self.typed % len(source)]
+            self.typed += 1
+            out.append(doc.get_update(before))
+        return out
+
+
+def pycrdt_baseline(updates: int, docs: int = 1) -> tuple[float, int]:
+    """Seconds for bare pycrdt documents to apply ``updates`` keystroke updates, each
+    encoded as the diff the relay would forward (state vector before, update since), in
+    ``docs`` documents taking turns (as the relay's workspaces do); and the bytes of an
+    average update."""
+    from pycrdt import Doc
+
+    per = max(1, updates // docs)
+    typists = [Typist(offset=i * 7) for i in range(docs)]
+    targets: list[Any] = [Doc() for _ in range(docs)]
+    for typist, doc in zip(typists, targets, strict=True):
+        doc.apply_update(typist.create())
+    streams = [t.keystrokes(per) for t in typists]
+    work = [(targets[i], streams[i][k]) for k in range(per) for i in range(docs)]
+    clock = time.perf_counter()
+    for doc, update in work:
+        before = doc.get_state()
+        doc.apply_update(update)
+        doc.get_update(before)
+    seconds = time.perf_counter() - clock
+    return seconds * updates / len(work), sum(len(u) for _, u in work) // len(work)
+
+
+class _Typing:
+    """Book-keeping of one editor run: when each learner sent each update, its ack and
+    the instructor's copy; an update is complete once both arrived."""
+
+    def __init__(self, tag: str, learners: int, count: int, window: int) -> None:
+        self.prefix = f"{tag}-"
+        self.count = count
+        self.total = learners * count
+        self.sent = [[0.0] * count for _ in range(learners)]
+        self.left = [[2] * count for _ in range(learners)]
+        self.seen = [0] * learners
+        self.windows = [asyncio.Semaphore(window) for _ in range(learners)]
+        self.watch_latencies: list[float] = []
+        self.ack_latencies: list[float] = []
+        self.finished = 0
+        self.first_sent = 0.0
+        self.last_done = 0.0
+        self.done = asyncio.Event()
+        self.failure: str | None = None
+
+    def acked(self, i: int, ref: object, status: object, text: object, now: float) -> None:
+        if not isinstance(ref, str) or not ref.startswith(self.prefix):
+            return
+        if status != "delivered":
+            self.fail(f"the relay answered {status} to an update of learner {i + 1}: {text}")
+            return
+        try:
+            k = int(ref[len(self.prefix) :])
+        except ValueError:
+            return
+        if 0 <= k < self.count:
+            self.ack_latencies.append(now - self.sent[i][k])
+            self._settle(i, k, now)
+
+    def watched(self, i: int, now: float) -> None:
+        """The instructor received the next update of learner ``i``'s workspace (the
+        relay forwards one workspace's updates in the order it decided them)."""
+        k = self.seen[i]
+        self.seen[i] = k + 1
+        if k >= self.count:
+            self.fail(f"the instructor received more updates of learner {i + 1} than were sent")
+            return
+        self.watch_latencies.append(now - self.sent[i][k])
+        self._settle(i, k, now)
+
+    def _settle(self, i: int, k: int, now: float) -> None:
+        left = self.left[i][k] - 1
+        self.left[i][k] = left
+        if left == 0:
+            self.windows[i].release()
+            self.finished += 1
+            if self.finished == self.total:
+                self.last_done = now
+                self.done.set()
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self.done.set()
+
+
+class _EditorPeer:
+    """A participant's WebSocket and its reader: the instructor watches every learner's
+    workspace (``editor_update``); a learner reads its acks."""
+
+    def __init__(
+        self, name: str, ws: aiohttp.ClientWebSocketResponse, bench: _EditorBench, index: int
+    ) -> None:
+        self.name = name
+        self.ws = ws
+        self.bench = bench
+        self.index = index
+        """The learner's number (-1: the instructor)."""
+        self.welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.welcome.add_done_callback(_retrieve)
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        unpack = msgpack.unpackb
+        clock = time.perf_counter
+        bench = self.bench
+        workspaces = bench.workspaces
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                continue
+            now = clock()
+            frame = unpack(msg.data)
+            kind = frame.get("t")
+            run = bench.run_state
+            if kind == "editor_update":
+                i = workspaces.get(frame.get("ws"))
+                if self.index < 0 and i is not None and run is not None:
+                    run.watched(i, now)
+            elif kind == "ack":
+                if run is not None and self.index >= 0:
+                    run.acked(
+                        self.index, frame.get("ref"), frame.get("status"), frame.get("text"), now
+                    )
+            elif kind == "welcome":
+                if not self.welcome.done():
+                    self.welcome.set_result(None)
+            elif kind == "error":
+                self._lost(f"{frame.get('error')}: {frame.get('text')}")
+        if not bench.closing:
+            self._lost(f"the connection closed (code {self.ws.close_code})")
+
+    def _lost(self, reason: str) -> None:
+        text = f"{self.name}: {reason}"
+        if not self.welcome.done():
+            self.welcome.set_exception(BenchError(text))
+        if self.bench.run_state is not None:
+            self.bench.run_state.fail(text)
+        self.bench.problems.append(text)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), timeout=2.0)
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.reader
+
+
+@dataclass(frozen=True, slots=True)
+class EditorRun:
+    """One measured editor run."""
+
+    result: RunResult
+    """``messages``: updates sent (by all learners); latency: sent -> instructor received."""
+    ack_p50_ms: float
+    ack_p99_ms: float
+    relay_cpu_s: float = 0.0
+    """CPU time of the relay's process (0.0 when it runs in this one)."""
+
+    @property
+    def relay_cpu_us_per_update(self) -> float:
+        return self.relay_cpu_s / self.result.messages * 1e6
+
+
+class _EditorBench:
+    """The instructor and the learners of the editor class, connected to one relay."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, facility: Facility, urls: _Urls, learners: int
+    ) -> None:
+        self.http = http
+        self.facility = facility
+        self.urls = urls
+        self.cpu = cpu_clock(urls.server_pid)
+        self.names = facility.learners[:learners]
+        self.workspaces = {f"learner:{name}": i for i, name in enumerate(self.names)}
+        self.typists = [Typist(offset=i * 7) for i in range(learners)]
+        self.instructor: _EditorPeer | None = None
+        self.learners: list[_EditorPeer] = []
+        self.run_state: _Typing | None = None
+        self.problems: list[str] = []
+        self.closing = False
+        self._runs = 0
+
+    async def _join(self, ep: _Endpoint, index: int) -> _EditorPeer:
+        ws = await _open_ws(self.http, ep)
+        peer = _EditorPeer(ep.name, ws, self, index)
+        assert ep.hello is not None
+        await ws.send_bytes(ep.hello)
+        try:
+            await asyncio.wait_for(asyncio.shield(peer.welcome), timeout=30.0)
+        except TimeoutError:
+            await peer.close()
+            raise BenchError(f"{ep.name}: no welcome within 30 s") from None
+        except BaseException:
+            await peer.close()
+            raise
+        return peer
+
+    async def connect(self) -> None:
+        def hello(learner: str | None) -> bytes:
+            return wire.encode_client(
+                Hello(
+                    id=f"hello-{learner or INSTRUCTOR}",
+                    session=CLASS_EDITOR,
+                    learner=learner,
+                    pin=PIN if learner else None,
+                    client="classroom-relay-bench",
+                )
+            )
+
+        f = self.facility
+        self.instructor = await self._join(
+            _Endpoint(INSTRUCTOR, self.urls.sender, f.instructor_bundle, hello(None)), -1
+        )
+        joined = await asyncio.gather(
+            *(
+                self._join(
+                    _Endpoint(
+                        f"{name}@{_machine(i)}",
+                        self.urls.receivers,
+                        f.machine_bundles[i],
+                        hello(name),
+                    ),
+                    i,
+                )
+                for i, name in enumerate(self.names)
+            ),
+            return_exceptions=True,
+        )
+        failures = [j for j in joined if not isinstance(j, _EditorPeer)]
+        self.learners = [j for j in joined if isinstance(j, _EditorPeer)]
+        if failures:
+            raise BenchError(f"{len(failures)} learner(s) failed to join: {failures[0]}")
+
+    async def close(self) -> None:
+        self.closing = True
+        peers = [*self.learners, *([self.instructor] if self.instructor else [])]
+        await asyncio.gather(*(p.close() for p in peers))
+
+    def _frames(self, tag: str, updates: list[list[bytes]]) -> list[list[bytes]]:
+        from relay.messages import EditorUpdate
+
+        return [
+            [
+                wire.encode_client(EditorUpdate(id=f"{tag}-{k}", ws=f"learner:{name}", update=u))
+                for k, u in enumerate(per)
+            ]
+            for name, per in zip(self.names, updates, strict=True)
+        ]
+
+    async def create_files(self) -> None:
+        """Each learner creates the file it will type into (not measured)."""
+        await self._run([[t.create()] for t in self.typists], window=1, rate=None)
+
+    async def run(self, per_learner: int, window: int, rate: float | None) -> EditorRun:
+        """Every learner types ``per_learner`` characters, as fast as ``window`` updates in
+        flight allow, or ``rate`` characters a second each."""
+        updates = [t.keystrokes(per_learner) for t in self.typists]
+        return await self._run(updates, window, rate)
+
+    async def _run(self, updates: list[list[bytes]], window: int, rate: float | None) -> EditorRun:
+        if self.instructor is None or not self.learners:
+            raise BenchError("connect the class first")
+        if self.problems:
+            raise BenchError(f"{len(self.problems)} connection(s) lost: {self.problems[0]}")
+        self._runs += 1
+        tag = f"r{self._runs}"
+        frames = self._frames(tag, updates)
+        count = len(updates[0])
+        state = _Typing(tag, len(self.learners), count, window)
+        self.run_state = state
+        timeout = 60.0 + (count / rate if rate else 0.0)
+        cpu_start, relay_cpu_start = self.cpu(), self.relay_cpu()
+        start = time.perf_counter() + 0.02
+        state.first_sent = start
+        tasks = [
+            asyncio.get_running_loop().create_task(
+                self._type(peer.ws, state.windows[i], state.sent[i], frames[i], rate, start, i)
+            )
+            for i, peer in enumerate(self.learners)
+        ]
+        try:
+            await asyncio.wait_for(state.done.wait(), timeout=timeout)
+        except TimeoutError:
+            state.fail(
+                f"timed out after {timeout:g} s with {state.finished} of {state.total} "
+                "updates completed"
+            )
+        finally:
+            self.run_state = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        cpu_s = self.cpu() - cpu_start
+        relay_cpu_s = self.relay_cpu() - relay_cpu_start
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                state.fail(f"sending failed: {task.exception()}")
+        if state.failure is not None:
+            raise BenchError(state.failure)
+        watch, acks = sorted(state.watch_latencies), sorted(state.ack_latencies)
+        result = RunResult(
+            messages=state.total,
+            receivers=1,
+            received=len(watch),
+            seconds=max(1e-9, state.last_done - state.first_sent),
+            p50_ms=percentile(watch, 0.50) * 1e3,
+            p99_ms=percentile(watch, 0.99) * 1e3,
+            max_ms=watch[-1] * 1e3,
+            cpu_s=cpu_s,
+            offered_msgs_per_s=rate * len(self.learners) if rate else None,
+        )
+        return EditorRun(
+            result, percentile(acks, 0.50) * 1e3, percentile(acks, 0.99) * 1e3, relay_cpu_s
+        )
+
+    def relay_cpu(self) -> float:
+        pid = self.urls.server_pid
+        return _process_cpu_seconds(pid) if pid is not None else 0.0
+
+    def _stagger(self, i: int, rate: float) -> float:
+        """Learner ``i``'s first keystroke: the class's keystrokes spread evenly."""
+        return i / (rate * len(self.learners))
+
+    async def _type(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        window: asyncio.Semaphore,
+        sent: list[float],
+        frames: list[bytes],
+        rate: float | None,
+        start: float,
+        i: int,
+    ) -> None:
+        clock = time.perf_counter
+        first = start + (self._stagger(i, rate) if rate else 0.0)
+        delay = first - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for k, frame in enumerate(frames):
+            if rate:
+                delay = first + k / rate - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await window.acquire()
+            sent[k] = clock()
+            await ws.send_bytes(frame)
+
+
+@dataclass(frozen=True, slots=True)
+class EditorOptions:
+    learners: int
+    updates: int
+    """Updates per full-load run, all learners together."""
+    typing_s: float
+    window: int
+    repeat: int
+    baseline_updates: int
+    servers: str
+    json: bool
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.learners <= MAX_FANOUT:
+            raise ValueError(f"--learners from 1 to {MAX_FANOUT}")
+        if self.updates < self.learners or self.window < 1 or self.repeat < 1:
+            raise ValueError("--updates >= --learners, --window >= 1, --repeat >= 1")
+        if self.typing_s <= 0 or self.baseline_updates < 10:
+            raise ValueError("--typing-seconds > 0, --baseline-updates >= 10")
+
+    @property
+    def per_learner(self) -> int:
+        return max(1, self.updates // self.learners)
+
+    @property
+    def typing_per_learner(self) -> int:
+        return max(1, round(self.typing_s * TYPING_CHARS_PER_S))
+
+
+@dataclass(frozen=True, slots=True)
+class EditorReport:
+    learners: int
+    window: int
+    full: tuple[EditorRun, ...]
+    """Full-load runs: every learner as fast as its window allows."""
+    typing: EditorRun
+    """The class typing: each learner 5 characters a second."""
+    baseline_s: float
+    baseline_updates: int
+    update_bytes: int
+    servers: str
+    audit_records: int
+    setup_s: float
+    total_s: float
+
+    @property
+    def median(self) -> EditorRun:
+        ordered = sorted(self.full, key=lambda r: r.result.msgs_per_s)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.median.result.msgs_per_s
+
+    @property
+    def baseline_per_s(self) -> float:
+        return self.baseline_updates / self.baseline_s
+
+    @property
+    def p99_ms(self) -> float:
+        return self.typing.result.p99_ms
+
+    def to_json(self) -> dict[str, Any]:
+        m, t = self.median, self.typing
+        return {
+            "scenario": "editor",
+            "updates_per_s": round(self.updates_per_s, 1),
+            "p50_ms": round(t.result.p50_ms, 3),
+            "p99_ms": round(t.result.p99_ms, 3),
+            "max_ms": round(t.result.max_ms, 3),
+            "ack_p50_ms": round(t.ack_p50_ms, 3),
+            "ack_p99_ms": round(t.ack_p99_ms, 3),
+            "latency": "learner sends an update -> the instructor receives the relay's "
+            "editor_update (ack_*: -> the learner receives its ack)",
+            "baseline": "bare pycrdt: apply one keystroke update and encode the diff to "
+            "forward, in one process, no network",
+            "baseline_updates_per_s": round(self.baseline_per_s, 1),
+            "ratio": round(self.updates_per_s / self.baseline_per_s, 4),
+            "target_updates_per_s": TARGET_UPDATES_PER_S,
+            "target_p99_ms": TARGET_EDITOR_P99_MS,
+            "updates_ok": self.updates_per_s >= TARGET_UPDATES_PER_S,
+            "p99_ok": self.p99_ms <= TARGET_EDITOR_P99_MS,
+            "learners": self.learners,
+            "typing_chars_per_s": TYPING_CHARS_PER_S,
+            "typing_updates_per_s": round(t.result.offered_msgs_per_s or 0.0, 1),
+            "typing_updates": t.result.messages,
+            "typing_s": round(t.result.seconds, 2),
+            "full_load_updates": m.result.messages,
+            "full_load_p50_ms": round(m.result.p50_ms, 3),
+            "full_load_p99_ms": round(m.result.p99_ms, 3),
+            "full_load_ack_p99_ms": round(m.ack_p99_ms, 3),
+            "updates_per_s_runs": [round(r.result.msgs_per_s, 1) for r in self.full],
+            "cpu_us_per_update": round(m.result.cpu_us_per_msg, 1),
+            "relay_cpu_us_per_update": round(m.relay_cpu_us_per_update, 1),
+            "typing_cpu_us_per_update": round(t.result.cpu_us_per_msg, 1),
+            "window": self.window,
+            "repeat": len(self.full),
+            "update_bytes": self.update_bytes,
+            "baseline_updates": self.baseline_updates,
+            "editor_rate_limit": "raised in relay.toml [limits] (editor_msgs_per_second, "
+            "editor_msgs_burst); the default is 50/s per connection, burst 200",
+            "rate_limit_raised": True,
+            "audit_records": self.audit_records,
+            "servers": self.servers,
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count() or 0,
+            "setup_s": round(self.setup_s, 2),
+            "total_s": round(self.total_s, 2),
+        }
+
+
+async def _measure_editor(
+    facility: Facility, opts: EditorOptions, say: Callable[[str], None]
+) -> tuple[tuple[EditorRun, ...], EditorRun]:
+    serve = _relay_subprocess if opts.servers == "subprocess" else _relay_inprocess
+    connector = aiohttp.TCPConnector(limit=0)
+    async with serve(facility.home) as urls, aiohttp.ClientSession(connector=connector) as http:
+        bench = _EditorBench(http, facility, urls, opts.learners)
+        try:
+            await bench.connect()
+            await bench.create_files()
+            await bench.run(max(1, opts.per_learner // 5), opts.window, None)  # warm-up
+            full: list[EditorRun] = []
+            for _ in range(opts.repeat):
+                full.append(await bench.run(opts.per_learner, opts.window, None))
+                say(f"  full load: {full[-1].result.msgs_per_s:,.0f} updates/s")
+            typing = await bench.run(opts.typing_per_learner, opts.window, TYPING_CHARS_PER_S)
+            say(
+                f"  {opts.learners} learners typing {TYPING_CHARS_PER_S:g} chars/s: "
+                f"p99 {typing.result.p99_ms:.2f} ms"
+            )
+        finally:
+            await bench.close()
+    return tuple(full), typing
+
+
+def run_editor(opts: EditorOptions, say: Callable[[str], None]) -> EditorReport:
+    """Build a temporary facility, measure the relay's editor and the pycrdt baseline."""
+    started = time.perf_counter()
+    say(f"baseline: bare pycrdt, {opts.baseline_updates:,} keystroke updates ...")
+    baseline_s, update_bytes = pycrdt_baseline(opts.baseline_updates, opts.learners)
+    with tempfile.TemporaryDirectory(prefix="relay-bench-editor-") as tmp:
+        say(f"setting up a temporary facility with {opts.learners} machines and learners ...")
+        setup = time.perf_counter()
+        facility = build_facility(Path(tmp), opts.learners, extra_classes=(CLASS_EDITOR,))
+        raise_editor_rate_limit(facility.home)
+        setup_s = time.perf_counter() - setup
+        full, typing = asyncio.run(_measure_editor(facility, opts, say))
+        from relay.audit_read import AuditReader
+
+        audit_records = sum(1 for _ in AuditReader(facility.home.audit_dir).records())
+    return EditorReport(
+        learners=opts.learners,
+        window=opts.window,
+        full=full,
+        typing=typing,
+        baseline_s=baseline_s,
+        baseline_updates=opts.baseline_updates,
+        update_bytes=update_bytes,
+        servers=opts.servers,
+        audit_records=audit_records,
+        setup_s=setup_s,
+        total_s=time.perf_counter() - started,
+    )
+
+
+def render_editor(report: EditorReport) -> str:
+    r = report.to_json()
+    where = (
+        "clients and relay in ONE process and ONE event loop"
+        if report.servers == "in-process"
+        else "the relay in its own process; all clients in this process"
+    )
+    ok_rate = "met" if r["updates_ok"] else "NOT met"
+    ok_p99 = "met" if r["p99_ok"] else "NOT met"
+    return "\n".join(
+        [
+            f"classroom-relay bench editor: Python {r['python']}, {r['cpu_count']} CPU(s), "
+            f"loopback; {where}.",
+            f"{report.learners} learners, each typing into their own workspace "
+            f"(learner:ID, file {EDITOR_FILE}) one character per update (~{report.update_bytes}"
+            " bytes); the instructor watches every workspace. TLS 1.3 with client "
+            "certificates; every update is applied to the relay's document, judged by the "
+            "default content policy and recorded in the audit log "
+            f"({report.audit_records:,} records) before it is forwarded.",
+            "Per-connection editor rate limit raised for the benchmark (relay.toml [limits] "
+            "editor_msgs_per_second, editor_msgs_burst; default 50/s, burst 200).",
+            "",
+            f"full load ({r['full_load_updates']:,} updates, {report.window} in flight per "
+            f"learner; median of {r['repeat']}):",
+            f"  {r['updates_per_s']:>12,.0f} updates/s   target >= {TARGET_UPDATES_PER_S:,.0f}: "
+            f"{ok_rate}",
+            f"  CPU per update: {r['cpu_us_per_update']:.0f} us (clients and relay), of which "
+            f"the relay's process {r['relay_cpu_us_per_update']:.0f} us",
+            f"  {r['baseline_updates_per_s']:>12,.0f} updates/s   baseline: bare pycrdt apply + "
+            f"encode per update, no network  -> ratio {r['ratio']:.3f}",
+            f"  p50 / p99 {r['full_load_p50_ms']:.2f} / {r['full_load_p99_ms']:.2f} ms "
+            "(mostly the window queue)",
+            f"{report.learners} learners typing {TYPING_CHARS_PER_S:g} chars/s each "
+            f"({r['typing_updates_per_s']:,.0f} updates/s, {r['typing_updates']:,} updates):",
+            f"  p50 / p99 {r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms   target p99 <= "
+            f"{TARGET_EDITOR_P99_MS:g} ms: {ok_p99}   (learner sends -> instructor receives)",
+            f"  ack p50 / p99 {r['ack_p50_ms']:.2f} / {r['ack_p99_ms']:.2f} ms   "
+            "(learner sends -> learner's ack)",
+            f"Took {report.total_s:.1f} s (set-up {report.setup_s:.1f} s).",
+        ]
+    )
+
+
+def editor_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} editor",
+        description="The shared editor: keystroke-sized updates per second through the relay "
+        "(policy, audit, forwarding to the instructor), and latency with learners each "
+        f"typing {TYPING_CHARS_PER_S:g} characters a second in their own workspace while the "
+        "instructor watches. Baseline: bare pycrdt apply + encode per update.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quick", action="store_true", help="a small run (a few seconds; tests and CI)")
+    p.add_argument(
+        "--learners",
+        type=_positive,
+        default=DEFAULT_EDITOR_LEARNERS,
+        metavar="N",
+        help=f"learners typing (default {DEFAULT_EDITOR_LEARNERS})",
+    )
+    p.add_argument(
+        "--updates",
+        type=_positive,
+        metavar="N",
+        help=f"updates per full-load run, all learners together (default "
+        f"{DEFAULT_EDITOR_UPDATES:,}, --quick {QUICK_EDITOR_UPDATES})",
+    )
+    p.add_argument(
+        "--typing-seconds",
+        type=float,
+        metavar="S",
+        help=f"length of the typing run (default {DEFAULT_TYPING_S:g}, --quick {QUICK_TYPING_S:g})",
+    )
+    p.add_argument(
+        "--window",
+        type=_positive,
+        default=DEFAULT_EDITOR_WINDOW,
+        metavar="N",
+        help=f"updates in flight per learner (default {DEFAULT_EDITOR_WINDOW})",
+    )
+    p.add_argument(
+        "--repeat",
+        type=_positive,
+        metavar="N",
+        help=f"full-load runs, the median is reported (default {DEFAULT_REPEAT}, --quick 1)",
+    )
+    p.add_argument(
+        "--baseline-updates",
+        type=_positive,
+        metavar="N",
+        help=f"updates for the pycrdt baseline (default {DEFAULT_BASELINE_UPDATES:,}, "
+        "--quick 1,000)",
+    )
+    p.add_argument(
+        "--servers",
+        choices=("in-process", "subprocess"),
+        default="subprocess",
+        help="run the relay in its own process (default; the clients stay in this one), or "
+        "everything in this process and event loop",
+    )
+    return p
+
+
+@scenario("editor", "shared editor: updates per second and p99 latency with 30 learners typing")
+def editor_main(argv: list[str]) -> int:
+    try:
+        args = editor_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    quick = bool(args.quick)
+    try:
+        opts = EditorOptions(
+            learners=args.learners,
+            updates=args.updates or (QUICK_EDITOR_UPDATES if quick else DEFAULT_EDITOR_UPDATES),
+            typing_s=args.typing_seconds or (QUICK_TYPING_S if quick else DEFAULT_TYPING_S),
+            window=args.window,
+            repeat=args.repeat or (1 if quick else DEFAULT_REPEAT),
+            baseline_updates=args.baseline_updates
+            or (1_000 if quick else DEFAULT_BASELINE_UPDATES),
+            servers=args.servers,
+            json=args.json,
+        )
+    except ValueError as exc:
+        print(f"{PROG} editor: error: {exc}", file=sys.stderr)
+        return 2
+
+    def say(text: str) -> None:
+        if not opts.json:
+            print(text, flush=True)
+
+    try:
+        report = run_editor(opts, say)
+    except (BenchError, ConfigError) as exc:
+        print(f"{PROG} editor: error: {exc}", file=sys.stderr)
+        return 1
+    if opts.json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print()
+        print(render_editor(report), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------------------
 
@@ -2006,6 +2749,8 @@ __all__ = [
     "BenchError",
     "ChatOptions",
     "ChatReport",
+    "EditorOptions",
+    "EditorReport",
     "PolicyReport",
     "RunResult",
     "Scenario",
@@ -2015,6 +2760,7 @@ __all__ = [
     "percentile",
     "run_audit",
     "run_chat",
+    "run_editor",
     "run_policy",
     "scenario",
 ]
