@@ -313,6 +313,7 @@ async def run_lesson(
     for p in pumps:
         p.cancel()
     await asyncio.gather(*pumps, return_exceptions=True)
+    ok &= await _export_workspace(root, relay, t)
 
     t.section("What l1002 saw (their screen)")
     for line in seen.get("l1002", []):
@@ -397,6 +398,41 @@ async def _shared_editor(
     t.say("relay", f"undid the last key in l1001's editor: notes.py now ends {now[-14:]!r}")
     t.say("ada", f"l1001's notes.py as the instructor sees it ends {seen_by_ada[-14:]!r}")
     await step()
+    return ok
+
+
+async def _export_workspace(root: Path, relay: Relay, t: Transcript) -> bool:
+    """After class, the instructor saves a learner's workspace with instructor-console."""
+    addrs = relay.addresses
+    assert addrs is not None
+    t.section("After class: the instructor exports l1002's workspace")
+    target = root / "export-l1002"
+    argv = [
+        "--bundle",
+        str(root / "ada.bundle"),
+        "--relay",
+        addrs.outside_url,
+        "export",
+        CLASS_ID,
+        "--learner",
+        "l1002",
+        str(target),
+    ]
+    print(f"$ instructor-console {' '.join(argv)}", file=t.out)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "instructor_console.cli",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    for line in output.decode(errors="replace").strip().splitlines():
+        print(f"  {line}", file=t.out)
+    saved = target / "answer.py"
+    ok = proc.returncode == 0 and saved.is_file() and saved.read_text() == ANSWER_PY
+    t.say("ada", f"answer.py saved in {target}" if ok else "the export FAILED")
     return ok
 
 

@@ -56,3 +56,5 @@ def test_headless_demo_runs_the_whole_lesson() -> None:
     assert "key by key into notes.py -> refused at the key" in out
     assert "notes.py now ends ' me 415 555 01'" in out
     assert "as the instructor sees it ends ' me 415 555 01'" in out
+    assert "After class: the instructor exports l1002's workspace" in out
+    assert "export-l1002/answer.py (61 characters)" in out
