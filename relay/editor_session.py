@@ -94,6 +94,9 @@ class EditorSettings:
             raise ValueError("editor snapshot intervals must be positive")
 
 
+_VIEWER_CACHE_LIMIT = 4096
+"""Most (workspace, connection) recipient lists kept between membership changes."""
+
 _RELOAD = "; reload the workspace: drop your copy and send editor_sync with an empty state vector"
 """Added to a refusal after which the author's copy cannot be merged back in step."""
 
@@ -119,6 +122,10 @@ class ClassEditor:
     shared: dict[str, None] = field(default_factory=dict)
     """Learner participant ids whose workspace the whole class sees, in sharing order."""
     _spaces: dict[str, _Tracked] = field(default_factory=dict)
+    _viewer_cache: dict[tuple[str, int], tuple[int, ...]] = field(default_factory=dict)
+    _viewer_version: tuple[int, int] = (-1, -1)
+    _shares: int = 0
+    """Counts changes of sharing (part of the viewer cache's key)."""
 
     # -- who may do what ----------------------------------------------------------------
 
@@ -167,7 +174,22 @@ class ClassEditor:
         return tracked.ws if tracked else None
 
     def _viewers(self, ws: str, exclude: int) -> tuple[int, ...]:
-        return self.session.conns_where(lambda p: self.may_see(p.pid, p.role, ws), exclude=exclude)
+        """Connections of those who see ``ws``, but ``exclude`` (cached until someone
+        joins or leaves or sharing changes: this runs for every keystroke)."""
+        version = (self.session.members_version, self._shares)
+        if version != self._viewer_version:
+            self._viewer_cache.clear()
+            self._viewer_version = version
+        key = (ws, exclude)
+        conns = self._viewer_cache.get(key)
+        if conns is None:
+            conns = self.session.conns_where(
+                lambda p: self.may_see(p.pid, p.role, ws), exclude=exclude
+            )
+            if len(self._viewer_cache) > _VIEWER_CACHE_LIMIT:
+                self._viewer_cache.clear()
+            self._viewer_cache[key] = conns
+        return conns
 
     # -- messages -----------------------------------------------------------------------
 
@@ -268,6 +290,7 @@ class ClassEditor:
                 self.shared[pid] = None
             else:
                 self.shared.pop(pid, None)
+            self._shares += 1
             detail = f"{pid} {'shared with' if msg.shared else 'no longer shown to'} the class"
         record = self._record(
             EventKind.EDITOR_MODE, now, who, CLASS_WORKSPACE, msg_id=msg.id, detail=detail

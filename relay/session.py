@@ -148,6 +148,8 @@ class LiveSession:
     _hands: dict[str, None] = field(default_factory=dict)
     _history: deque[_HistoryItem] = field(default_factory=deque)
     _acks: dict[str, OrderedDict[str, Ack]] = field(default_factory=dict)
+    members_version: int = 0
+    """Counts changes of who is present (for caches of recipients kept elsewhere)."""
     _everyone_but: dict[int, tuple[int, ...]] = field(default_factory=dict)
     """Class-wide recipients, by the connection left out; cleared when members change."""
 
@@ -281,6 +283,7 @@ class LiveSession:
         previous = self._members.get(who.pid)
         self._members[who.pid] = _Member(who, conn)
         self._everyone_but.clear()
+        self.members_version += 1
         if previous is not None and previous.conn != conn:
             outcome += Outcome(
                 closes=(CloseRequest(previous.conn, ErrorCode.REPLACED, "you joined again"),)
@@ -324,6 +327,7 @@ class LiveSession:
             return Outcome()
         del self._members[who.pid]
         self._everyone_but.clear()
+        self.members_version += 1
         deliveries: list[Delivery] = []
         if who.pid in self._hands:
             del self._hands[who.pid]
@@ -626,6 +630,7 @@ class LiveSession:
         closes = tuple(CloseRequest(c, ErrorCode.SESSION_ENDED, reason) for c in conns)
         self._members.clear()
         self._everyone_but.clear()
+        self.members_version += 1
         self._hands.clear()
         return Outcome((record,), (Delivery(frame, conns),), closes)
 
