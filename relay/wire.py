@@ -296,10 +296,15 @@ def decode_client(data: bytes, limits: Limits) -> ClientMessage:
     message id (if it has a well-formed one) so the sender can match the refusal.
     """
     m = _unpack_map(data, limits)
-    if m.get("t") == "chat":
+    t = m.get("t")
+    if t == "chat":
         chat = _plain_chat(m, limits)
         if chat is not None:
             return chat
+    elif t == "editor_update":
+        update = _plain_editor_update(m, limits)
+        if update is not None:
+            return update
     return _decode_client_checked(m, limits)
 
 
@@ -349,6 +354,30 @@ def _plain_chat(m: dict[str, Any], limits: Limits) -> Chat | None:
         return None
     try:
         return Chat(id=msg_id, channel=channel, to=to, text=text)
+    except ValueError:
+        return None
+
+
+_EDITOR_UPDATE_FIELDS = frozenset({"t", "id", "ws", "update"})
+
+
+def _plain_editor_update(m: dict[str, Any], limits: Limits) -> EditorUpdate | None:
+    """The keystroke frame, checked in one pass (like :func:`_plain_chat`); None: leave
+    it to the general path, whose refusals and reasons then apply."""
+    if not m.keys() <= _EDITOR_UPDATE_FIELDS:
+        return None
+    msg_id, ws, update = m.get("id"), m.get("ws"), m.get("update")
+    if (
+        type(msg_id) is not str
+        or len(msg_id) > limits.max_id_chars
+        or not MESSAGE_ID_PATTERN.match(msg_id)
+        or type(ws) is not str
+        or len(ws) > limits.max_id_chars + 12
+        or type(update) is not bytes
+    ):
+        return None
+    try:
+        return EditorUpdate(id=msg_id, ws=ws, update=update)
     except ValueError:
         return None
 

@@ -470,3 +470,33 @@ def test_acks_say_what_their_status_needs() -> None:
             time=1.0,
             approved_by="staff:sam",
         )
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"t": "editor_update", "id": "u1", "ws": "class", "update": b"\x00\x00"},
+        {"t": "editor_update", "id": "u2", "ws": "learner:l1001", "update": b"\x01" * 100},
+        {"t": "editor_update", "id": "u3", "ws": "learner:", "update": b"\x00"},
+        {"t": "editor_update", "id": "u4", "ws": "staff:sam", "update": b"\x00"},
+        {"t": "editor_update", "id": "u5", "ws": "class", "update": b""},
+        {"t": "editor_update", "id": "bad id!", "ws": "class", "update": b"\x00"},
+        {"t": "editor_update", "id": "u6", "ws": "class", "update": "text"},
+        {"t": "editor_update", "id": "u7", "ws": 5, "update": b"\x00"},
+        {"t": "editor_update", "id": "u8", "ws": "class", "update": b"\x00", "x": 1},
+        {"t": "editor_update", "id": "u9", "ws": "class"},
+    ],
+)
+def test_the_keystroke_fast_path_decides_like_the_general_path(frame: dict[str, Any]) -> None:
+    """``editor_update`` is decoded by a one-pass fast path; it must accept exactly what
+    the general path accepts, build the same value, and leave refusals to it."""
+    data = pack(frame)
+    try:
+        general: object = wire._decode_client_checked(wire._unpack_map(data, L), L)
+    except ProtocolError as err:
+        general = (err.code, err.detail, err.ref)
+    try:
+        fast: object = wire.decode_client(data, L)
+    except ProtocolError as err:
+        fast = (err.code, err.detail, err.ref)
+    assert fast == general
