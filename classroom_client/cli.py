@@ -7,8 +7,10 @@ a message, raises a hand, listens to the class, or works interactively::
     classroom-client --bundle pc-01.bundle --learner l1001 listen py101 --count 3 --only chat
     classroom-client --bundle pc-01.bundle --learner l1001 interactive py101
     classroom-client --bundle pc-01.bundle --learner l1001 sync py101 ~/py101
+    classroom-client --bundle pc-01.bundle --learner l1001 follow py101
 
-``sync`` mirrors the learner's editor workspace to a folder (:mod:`classroom_client.workspace`);
+``sync`` mirrors the learner's editor workspace to a folder (:mod:`classroom_client.workspace`),
+``follow`` shows where the instructor is in the editor (:mod:`classroom_client.follow`);
 the instructor's ``export`` and ``editor`` commands are defined here too.
 
 Everything that talks to the relay goes through :class:`relay.client.RelayClient`; this
@@ -35,10 +37,11 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from classroom_client.client import (
     PROG,
@@ -73,11 +76,16 @@ from relay.messages import (
     Welcome,
 )
 
+if TYPE_CHECKING:
+    from classroom_client.follow import Pointer
+
 PIN_ENV = "CLASSROOM_CLIENT_PIN"
 DEFAULT_WAIT_S = 30.0
 """How long a one-shot command waits for the relay's decision on its message."""
 INTERACTIVE_HISTORY = 50
 """Interactive mode shows at most this many of the events replayed on joining."""
+DEFAULT_CONTEXT = 5
+"""``follow`` and ``/show`` print this many lines before and after the cursor line."""
 
 # ---------------------------------------------------------------------------------------
 # exit codes and the two sides
@@ -114,8 +122,8 @@ LEARNER_SIDE = Side(
     prog=PROG,
     role=ParticipantRole.LEARNER,
     description="Sign a learner in to a live class from this classroom machine: send a "
-    "message, raise a hand, listen to the class, work interactively, or sync your editor "
-    "workspace with a folder.",
+    "message, raise a hand, listen to the class, work interactively, sync your editor "
+    "workspace with a folder, or follow the instructor in the editor.",
 )
 
 
@@ -127,6 +135,7 @@ class Command(enum.Enum):
     LOWER_HAND = "lower-hand"
     INTERACTIVE = "interactive"
     SYNC = "sync"
+    FOLLOW = "follow"
     EXPORT = "export"
     EDITOR = "editor"
 
@@ -195,6 +204,25 @@ def clean_text(text: str, indent: str = "    ") -> str:
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_UNSAFE)
     return text.replace("\n", "\n" + indent)
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def visible_line(text: str) -> str:
+    """One line of a file from the relay made safe for a terminal: every control,
+    invisible or direction-changing character (line breaks, zero-width spaces, bidi
+    overrides) shown as an escape such as ``\\u200b``; tabs are kept."""
+    if text.isprintable():
+        return text
+    out: list[str] = []
+    for ch in text:
+        if ch != "\t" and unicodedata.category(ch) in _INVISIBLE:
+            code = ord(ch)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def clock(t: float) -> str:
@@ -515,6 +543,20 @@ class LowerHand:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenFile:
+    """Instructor: open ``file`` of ``ws`` for the class, the cursor on ``line``."""
+
+    ws: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShowOpen:
+    """Instructor: print the file opened for the class around the cursor."""
+
+
+@dataclass(frozen=True, slots=True)
 class ShowWho:
     pass
 
@@ -536,7 +578,18 @@ class BadLine:
     message: str
 
 
-Action = SayToClass | SayDirect | SetHand | LowerHand | ShowWho | ShowHelp | Quit | BadLine
+Action = (
+    SayToClass
+    | SayDirect
+    | SetHand
+    | LowerHand
+    | OpenFile
+    | ShowOpen
+    | ShowWho
+    | ShowHelp
+    | Quit
+    | BadLine
+)
 
 
 def interactive_help(side: Side) -> list[str]:
@@ -544,6 +597,9 @@ def interactive_help(side: Side) -> list[str]:
         specific = [
             "  /dm PID TEXT          a direct message to one learner, e.g. /dm learner:l1001 Hi",
             "  /lower PID            lower a learner's raised hand, e.g. /lower learner:l1002",
+            "  /open WS FILE [LINE]  open a file for the class to follow (classroom-client",
+            "                        follow), e.g. /open class loops.py 3",
+            "  /show                 print the file opened for the class around the cursor",
         ]
     else:
         specific = [
@@ -596,10 +652,35 @@ def parse_line(line: str, side: Side) -> Action | None:
         if not rest or " " in rest:
             return BadLine("usage: /lower PID, e.g. /lower learner:l1002")
         return LowerHand(rest)
+    if word in ("open", "show"):
+        if not side.instructor:
+            return BadLine(
+                f"only the instructor uses /{word}; classroom-client follow shows where the "
+                "instructor is"
+            )
+        if word == "show":
+            return ShowOpen()
+        return _open_file(rest)
     return BadLine(
         f"unknown command /{word}; type /help for the list (start a line with // to send "
         "a message that begins with /)"
     )
+
+
+_OPEN_USAGE = "usage: /open WS FILE [LINE], e.g. /open class loops.py 3"
+
+
+def _open_file(rest: str) -> Action:
+    ws, _, more = rest.partition(" ")
+    file, line = more.strip(), 1
+    head, _, last = file.rpartition(" ")
+    if head.strip() and last.isascii() and last.isdigit():
+        file, line = head.strip(), int(last)
+    if not ws or not file:
+        return BadLine(_OPEN_USAGE)
+    if line < 1:
+        return BadLine(f"{_OPEN_USAGE} (lines are numbered from 1)")
+    return OpenFile(ws, file, line)
 
 
 # ---------------------------------------------------------------------------------------
@@ -914,12 +995,42 @@ class _Shown:
                     await self._changed.wait()
 
 
+async def _point(term: Terminal, pointer: Pointer, action: OpenFile | ShowOpen) -> None:
+    """``/open`` and ``/show``: the instructor's view for the class (follow mode)."""
+    from classroom_client.editor_cli import workspace_id
+    from classroom_client.follow import Place
+
+    if isinstance(action, ShowOpen):
+        for shown in pointer.view():
+            term.out(shown)
+        return
+    try:
+        place = Place(workspace_id(action.ws), action.file, action.line)
+        line = await pointer.point(place)
+    except RelayError as exc:
+        term.out(f"-> not opened: {exc}")
+        return
+    term.out(
+        f"-> the class follows you at {clean_text(place.ws)}/{clean_text(place.file)} "
+        f"line {line} (/show prints it)"
+    )
+
+
 async def _act(
-    client: RelayClient, term: Terminal, side: Side, shown: _Shown, action: Action
+    client: RelayClient,
+    term: Terminal,
+    side: Side,
+    shown: _Shown,
+    action: Action,
+    pointer: Pointer | None = None,
 ) -> None:
     """Carry out one interactive action; problems are printed, never raised."""
     if isinstance(action, BadLine):
         term.note(action.message)
+        return
+    if isinstance(action, OpenFile | ShowOpen):
+        if pointer is not None:
+            await _point(term, pointer, action)
         return
     if isinstance(action, ShowHelp):
         for line in interactive_help(side):
@@ -953,7 +1064,12 @@ async def _act(
 
 
 async def _read_actions(
-    client: RelayClient, term: Terminal, side: Side, shown: _Shown, lines: StdinLines
+    client: RelayClient,
+    term: Terminal,
+    side: Side,
+    shown: _Shown,
+    lines: StdinLines,
+    pointer: Pointer | None,
 ) -> _Ending:
     while True:
         line = await lines.readline()
@@ -964,12 +1080,16 @@ async def _read_actions(
             continue
         if isinstance(action, Quit):
             return _Ending.QUIT
-        await _act(client, term, side, shown, action)
+        await _act(client, term, side, shown, action, pointer)
         if client.finished:
             return _Ending.CLIENT_FINISHED
 
 
-async def _show_events(client: RelayClient, term: Terminal, shown: _Shown) -> None:
+async def _show_events(
+    client: RelayClient, term: Terminal, shown: _Shown, pointer: Pointer | None
+) -> None:
+    from classroom_client.follow import someone_joined
+
     welcome = client.welcome
     assert welcome is not None
     skip = max(0, welcome.replay - INTERACTIVE_HISTORY)
@@ -980,6 +1100,8 @@ async def _show_events(client: RelayClient, term: Terminal, shown: _Shown) -> No
             if isinstance(event, EditorModeEvent):
                 term.out(format_mode(event))
                 continue
+            if pointer is not None and someone_joined(client, event):
+                pointer.joined()  # the relay does not tell joiners where the instructor is
             if not shown_event(event):
                 continue
             seq = event_seq(event)
@@ -1001,11 +1123,14 @@ async def do_interactive(client: RelayClient, term: Terminal, side: Side) -> Exi
         f"{welcome.you.pid}{where}. Type a message and press Enter; /help lists commands, "
         "/quit leaves."
     )
+    from classroom_client.follow import Pointer
+
     lines = StdinLines()
     lines.start()
     shown = _Shown()
-    shower = asyncio.create_task(_show_events(client, term, shown))
-    reader = asyncio.create_task(_read_actions(client, term, side, shown, lines))
+    pointer = Pointer(client) if side.instructor else None
+    shower = asyncio.create_task(_show_events(client, term, shown, pointer))
+    reader = asyncio.create_task(_read_actions(client, term, side, shown, lines, pointer))
     try:
         await asyncio.wait({shower, reader}, return_when=asyncio.FIRST_COMPLETED)
         if reader.done() and reader.result() is _Ending.QUIT and not client.finished:
@@ -1018,6 +1143,8 @@ async def do_interactive(client: RelayClient, term: Terminal, side: Side) -> Exi
         return finished_exit(client, term)
     finally:
         lines.close()
+        if pointer is not None:
+            await pointer.close()
         for task in (shower, reader):
             task.cancel()
         await asyncio.gather(shower, reader, return_exceptions=True)
@@ -1094,6 +1221,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _line_number(text: str) -> int:
+    value = _positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: lines are numbered from 1")
     return value
 
 
@@ -1226,7 +1360,33 @@ def build_parser(side: Side = LEARNER_SIDE) -> argparse.ArgumentParser:
             default=DEFAULT_INTERVAL_S,
             help=f"look for changes on disk every S seconds (default {DEFAULT_INTERVAL_S:g})",
         )
+        p = command(
+            Command.FOLLOW,
+            "follow the instructor in the shared editor: print the file the instructor has "
+            "open around the cursor, again whenever it moves or the text changes",
+            _FOLLOW_EPILOG,
+        )
+        p.add_argument(
+            "--context",
+            metavar="N",
+            type=_positive_int,
+            default=DEFAULT_CONTEXT,
+            help=f"show N lines before and after the cursor line (default {DEFAULT_CONTEXT})",
+        )
+        p.add_argument("--duration", metavar="S", type=_seconds, help="stop after S seconds")
     return parser
+
+
+_FOLLOW_EPILOG = """\
+follow loads the workspaces you can see (the class workspace, yours, and those the
+instructor shares), then prints a header such as "instructor is at class/loops.py
+line 3" and the numbered lines around the instructor's cursor, the cursor line marked
+with '>' (other selected lines with '|'). It prints again when the instructor opens
+another file, moves, or the text changes. In lecture mode it says that the class is
+pinned to the instructor's view. Characters that could disguise text (control,
+invisible, direction-changing) are shown as escapes such as \\u200b.
+Without --duration, follow runs until Ctrl-C or the end of the class.
+"""
 
 
 _SYNC_EPILOG = """\
@@ -1260,7 +1420,8 @@ def _instructor_editor_commands(
     p.add_argument("--wait", metavar="S", type=_seconds, default=DEFAULT_WAIT_S, help=wait_help)
     p = command(
         Command.EDITOR,
-        "drive the shared editor: put a file, print one, list files, lecture mode, sharing",
+        "drive the shared editor: put a file, print one, list files, lecture mode, sharing, "
+        "point the class at a file",
         _EDITOR_EPILOG,
     )
     p.add_argument("--wait", metavar="S", type=_seconds, default=DEFAULT_WAIT_S, help=wait_help)
@@ -1287,6 +1448,19 @@ def _instructor_editor_commands(
     a = action("share", "show a learner's workspace to the class, or stop")
     a.add_argument("learner", metavar="LEARNER", help="l1001 or learner:l1001")
     a.add_argument("state", choices=["on", "off"])
+    a = action(
+        "present",
+        "open FILE of workspace WS for the class to follow (classroom-client follow) and "
+        "stay connected holding it",
+    )
+    a.add_argument("ws", metavar="WS", help="'class', or a learner (l1001 or learner:l1001)")
+    a.add_argument("file", metavar="FILE", help="the file name in the workspace")
+    a.add_argument(
+        "--line", metavar="N", type=_line_number, default=1, help="put the cursor on line N"
+    )
+    a.add_argument(
+        "--duration", metavar="S", type=_seconds, help="leave after S seconds (else Ctrl-C)"
+    )
 
 
 _EDITOR_EPILOG = """\
@@ -1295,6 +1469,11 @@ examples:
   editor py101 get learner:l1001 main.py
   editor py101 lecture on
   editor py101 share l1001 on
+  editor py101 present class loops.py --line 3 --duration 600
+
+present sends where the instructor is (the file, the cursor at the start of line N) and
+sends it again whenever someone joins; learners running "classroom-client follow" see
+that part of the file. It leaves after --duration S, or on Ctrl-C.
 """
 
 
@@ -1326,7 +1505,7 @@ def plan(side: Side, args: argparse.Namespace, term: Terminal) -> Body:
         return functools.partial(do_hand, term=term, raised=False, who=who, wait=args.wait)
     if cmd is Command.WHO:
         return functools.partial(do_who, term=term, as_json=args.json)
-    if cmd in (Command.SYNC, Command.EXPORT, Command.EDITOR):
+    if cmd in (Command.SYNC, Command.FOLLOW, Command.EXPORT, Command.EDITOR):
         return plan_editor(side, args, term)
     if cmd is Command.LISTEN:
         opts = ListenOptions(

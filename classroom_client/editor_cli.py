@@ -4,8 +4,11 @@
   mirror (:class:`classroom_client.workspace.FolderSync`);
 - ``instructor-console ... export SESSION --learner ID DIR [--force]``: save a learner's
   workspace;
+- ``classroom-client ... follow SESSION [--context N] [--duration S]``: where the
+  instructor is in the editor (:mod:`classroom_client.follow`);
 - ``instructor-console ... editor SESSION put|get|ls|lecture|share ...``: one-shot editor
-  actions for a person or a script.
+  actions for a person or a script; ``present WS FILE [--line N] [--duration S]`` points
+  the class at a file and stays connected.
 
 :func:`plan` checks what can be checked before connecting (names, files to read, the
 target folder) and returns what to do once joined, like :func:`classroom_client.cli.plan`.
@@ -94,6 +97,10 @@ def plan(instructor: bool, args: argparse.Namespace, term: Terminal) -> Body:
             duration=args.duration,
             interval=args.interval,
         )
+    if cmd == "follow":
+        from classroom_client.follow import do_follow
+
+        return functools.partial(do_follow, term=term, context=args.context, duration=args.duration)
     if cmd == "export":
         return functools.partial(
             do_export,
@@ -113,6 +120,13 @@ def plan(instructor: bool, args: argparse.Namespace, term: Terminal) -> Body:
         return functools.partial(do_get, term=term, ws=ws, name=name, wait=args.wait)
     if action == "ls":
         return functools.partial(do_ls, term=term, ws=workspace_id(args.ws), wait=args.wait)
+    if action == "present":
+        from classroom_client.follow import Place, do_present
+
+        place = Place(workspace_id(args.ws), _file_name(args.file), args.line)
+        return functools.partial(
+            do_present, term=term, place=place, duration=args.duration, wait=args.wait
+        )
     if action == "lecture":
         return functools.partial(do_lecture, term=term, on=args.state == "on", wait=args.wait)
     return functools.partial(

@@ -7,6 +7,7 @@ command line or a script.
     instructor-console --bundle alice.bundle interactive py101
     instructor-console --bundle alice.bundle editor py101 put class hello.py --from hello.py
     instructor-console --bundle alice.bundle editor py101 lecture on
+    instructor-console --bundle alice.bundle editor py101 present class hello.py --line 3
     instructor-console --bundle alice.bundle export py101 --learner l1001 ./l1001-work
 
 The terminal front end (commands, output, exit codes) is shared with ``classroom-client``
