@@ -82,7 +82,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Doc, Map, Subscription, Text
+from pycrdt import Doc, Map, Text
 
 from policy.decisions import Action, Decision, Kind
 
@@ -316,6 +316,13 @@ class _Reader:
         return b
 
     def uint(self, limit: int = _MAX_CLIENT) -> int:
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:  # one byte: most numbers in an update
+            value = data[pos]
+            if value > limit:
+                raise _Malformed("a number in the update is out of range")
+            self.pos = pos + 1
+            return value
         value = shift = 0
         while True:
             b = self.byte()
@@ -348,6 +355,78 @@ def _utf16_len(s: str) -> int:
 
 def _parse_update(data: bytes) -> _Update:
     """Reads a Yjs v1 update. Raises :class:`_Malformed` or :class:`_Unsupported`."""
+    parsed = _parse_keystroke(data)
+    return parsed if parsed is not None else _parse_general(data)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The unsigned number at ``pos`` and the position after it (IndexError past the end
+    or for a number longer than 64 bits)."""
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    value, shift = b & 0x7F, 7
+    while True:
+        pos += 1
+        b = data[pos]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos + 1
+        shift += 7
+        if shift > 63:
+            raise IndexError
+
+
+def _parse_keystroke(data: bytes) -> _Update | None:
+    """The common update of one keystroke, read fast: one client's run of one text item
+    placed after a known item (an origin, maybe a right origin), no deletions. Returns
+    None for anything else, or anything irregular, which :func:`_parse_general` then reads
+    (and refuses with its reason); for what it accepts it returns what that would."""
+    # one run of one struct, and the update ends with an empty delete set
+    if len(data) < 6 or data[0] != 1 or data[1] != 1 or data[-1] != 0:
+        return None
+    try:
+        client, pos = _varint(data, 2)
+        clock, pos = _varint(data, pos)
+        start = pos
+        info = data[pos]
+        if info != 0x84 and info != 0xC4:  # origin (and right origin), string content
+            return None
+        origin_client, pos = _varint(data, pos + 1)
+        origin_clock, pos = _varint(data, pos)
+        right: ID | None = None
+        if info == 0xC4:
+            right_client, pos = _varint(data, pos)
+            right_clock, pos = _varint(data, pos)
+            if right_client > _MAX_CLIENT or right_clock > _MAX_CLOCK:
+                return None
+            right = (right_client, right_clock)
+        n, pos = _varint(data, pos)
+    except IndexError:
+        return None
+    end = pos + n
+    if (
+        end != len(data) - 1  # then the empty delete set (data[-1] == 0)
+        or client > _MAX_CLIENT
+        or clock > _MAX_CLOCK
+        or origin_client > _MAX_CLIENT
+        or origin_clock > _MAX_CLOCK
+    ):
+        return None
+    try:
+        text = data[pos:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    length = _utf16_len(text)
+    if length == 0 or clock + length > _MAX_CLOCK:
+        return None
+    struct = _Struct(
+        client, clock, length, _STRING, start, end, (origin_client, origin_clock), right
+    )
+    return _Update([_Run(client, clock, [struct])], [])
+
+
+def _parse_general(data: bytes) -> _Update:
     r = _Reader(data)
     runs: list[_Run] = []
     clients: set[int] = set()
@@ -570,6 +649,35 @@ def _line_span(s: str, start: int, end: int, context: int) -> tuple[int, int]:
     return a, (len(s) if b < 0 else b)
 
 
+def _code_point_at(s: str, b: int, anchor_c: int, anchor_b: int) -> int:
+    """The code-point index in ``s`` of UTF-8 byte offset ``b``, given that code point
+    ``anchor_c`` is at byte ``anchor_b``; decodes only the bytes between the two (raises
+    UnicodeDecodeError when ``b`` is inside a character, ValueError when outside ``s``)."""
+    if b >= anchor_b:
+        d = b - anchor_b
+        chunk = s[anchor_c : anchor_c + d].encode("utf-8")
+        if len(chunk) < d:
+            raise ValueError("offset past the end of the text")
+        return anchor_c + len(chunk[:d].decode("utf-8"))
+    d = anchor_b - b
+    chunk = s[max(0, anchor_c - d) : anchor_c].encode("utf-8")
+    if len(chunk) < d:
+        raise ValueError("offset before the start of the text")
+    return anchor_c - len(chunk[len(chunk) - d :].decode("utf-8"))
+
+
+@dataclass(slots=True)
+class _Event:
+    """One Yrs event of the files map, read during its transaction: ``name`` None and
+    ``data`` the (key, action) pairs for the map itself; a file name and its text delta
+    (``size``: the text's UTF-8 length after it); a name and None for a change nested
+    deeper (outside the model); None and None when the events could not be read."""
+
+    name: str | None
+    data: Any
+    size: int = -1
+
+
 @dataclass(slots=True)
 class _TextChange:
     """What one transaction did to one text whose entry stayed the same."""
@@ -604,54 +712,95 @@ class Workspace:
         self.limits = limits
         self._cache: dict[str, str] = {}
         self._chars = 0
+        self._nbytes: dict[str, int] = {}
+        """UTF-8 length of each cached file (the document's length of its text)."""
+        self._mark: dict[str, tuple[int, int]] = {}
+        """A (code point, UTF-8 byte) pair of offsets in each cached file that name the
+        same place (where its last change ended): byte offsets near it convert cheaply."""
+        self._clock: dict[int, int] = {}
+        """The document's state vector (client -> clock), kept up to date."""
         self._sealed: list[tuple[int, int, int]] = []
-        self._events: list[list[Any]] = []
+        self._events: list[_Event] = []
         self._doc: Doc[Any]
         self._files: Map[Any]
-        self._sub: Subscription | None = None
+        self._sub: Any = None
         self._attach(Doc())
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _attach(self, doc: Doc[Any]) -> None:
         if self._sub is not None:
-            self._files.unobserve(self._sub)
+            self._sub.drop()
         self._doc = doc
         self._files = doc.get(FILES_ROOT, type=Map)
-        self._sub = self._files.observe_deep(self._events.append)
+        # Yrs' own events, read while the transaction is alive (pycrdt's wrapper would
+        # build Python objects for every part of every event, most of them unused here).
+        self._sub = self._files.integrated.observe_deep(self._on_events)
+        self._clock = self._state()
+
+    def _on_events(self, events: list[Any]) -> None:
+        out = self._events
+        try:
+            for event in events:
+                path = event.path
+                if not path:
+                    out.append(_Event(None, [(k, c.get("action")) for k, c in event.keys.items()]))
+                elif len(path) == 1 and isinstance(path[0], str):
+                    # the text's length (UTF-8 bytes) after the transaction, to check the delta
+                    size = event.target.len(event.transaction)
+                    out.append(_Event(path[0], event.delta, size))
+                else:
+                    out.append(_Event(str(path[0]), None))
+        except Exception:  # never raise into Yrs: the fold then reads the document
+            out.append(_Event(None, None))
 
     def _state(self) -> dict[int, int]:
         return _parse_state_vector(self._doc.get_state())
 
-    def _run(self, action: Callable[[], None]) -> _Changes:
-        """Runs ``action`` (one transaction) and folds its events into the cache."""
+    def _run(self, action: Callable[[], None], *, relay: bool = False) -> _Changes:
+        """Runs ``action`` (one transaction) and folds its events into the cache. With
+        ``relay`` (a relay-authored transaction) the clocks are read from the document."""
         self._events.clear()
         try:
             action()
         finally:
             events, self._events[:] = list(self._events), []
+            if relay:
+                self._clock = self._state()
         return self._fold(events)
 
-    def _fold(self, batches: list[list[Any]]) -> _Changes:
+    def _fold(self, events: list[_Event]) -> _Changes:
         changes = _Changes()
         text_deltas: dict[str, list[dict[str, Any]]] = {}
-        for batch in batches:
-            for event in batch:
-                path = list(event.path)
-                if not path:
-                    for name, change in event.keys.items():
-                        if name in changes.entries:
-                            before = changes.entries[name][0]
-                        else:
-                            before = self._cache.get(name)
-                        after = change.get("newValue", _ABSENT)
-                        if change.get("action") == "delete":
-                            after = _ABSENT
-                        changes.entries[name] = (before, after)
-                elif len(path) == 1 and isinstance(path[0], str):
-                    text_deltas.setdefault(path[0], []).extend(event.delta)
-                else:
-                    changes.bad_values.append(str(path[0]))
+        sizes: dict[str, int] = {}
+        unread = False
+        for event in events:
+            name, data = event.name, event.data
+            if name is None and data is None:
+                unread = True
+            elif name is None:
+                for key, action in data:
+                    if key in changes.entries:
+                        before = changes.entries[key][0]
+                    else:
+                        before = self._cache.get(key)
+                    after = _ABSENT if action == "delete" else self._files.get(key, _ABSENT)
+                    changes.entries[key] = (before, after)
+            elif data is None:
+                changes.bad_values.append(name)
+            else:
+                text_deltas.setdefault(name, []).extend(data)
+                sizes[name] = event.size
+        if unread:
+            # the events could not be read: compare every file with the document
+            for key in set(self._cache) | set(self._files.keys()):
+                if key not in changes.entries and key not in text_deltas:
+                    after = self._files.get(key, _ABSENT)
+                    if after is _ABSENT or not isinstance(after, Text):
+                        changes.entries[key] = (self._cache.get(key), after)
+                    else:
+                        text_deltas[key] = []
+                        sizes[key] = -1  # never matches: the text is read whole
         for name, (_, after) in changes.entries.items():
             if after is _ABSENT:
                 self._set_cache(name, None)
@@ -663,26 +812,60 @@ class Workspace:
         for name, delta in text_deltas.items():
             if name in changes.entries or name not in self._cache:
                 continue
-            changes.texts[name] = self._fold_delta(name, delta)
+            changes.texts[name] = self._fold_delta(name, delta, sizes[name])
         return changes
 
-    def _set_cache(self, name: str, content: str | None) -> None:
+    def _set_cache(self, name: str, content: str | None, nbytes: int = -1) -> None:
         old = self._cache.pop(name, None)
+        self._mark.pop(name, None)
+        self._nbytes.pop(name, None)
         if old is not None:
             self._chars -= len(old)
         if content is not None:
             self._cache[name] = content
             self._chars += len(content)
+            if nbytes < 0:
+                nbytes = len(content) if content.isascii() else len(content.encode("utf-8"))
+            self._nbytes[name] = nbytes
 
-    def _fold_delta(self, name: str, delta: list[dict[str, Any]]) -> _TextChange:
+    def _fold_delta(self, name: str, delta: list[dict[str, Any]], size: int) -> _TextChange:
+        """Applies a text event's delta (UTF-8 byte counts) to the cached string.
+
+        Only the changed places are looked at: byte offsets are converted to code points
+        from the nearest offset pair known to match (the file's start or end, the end of
+        its last change, the previous operation of the delta), decoding only the bytes in
+        between, which also proves that every offset is a character boundary. The result
+        is checked against the document by length (``size``: the text's UTF-8 length after
+        the transaction); when anything does not fit, the file is read from the document
+        and the change recorded as one region.
+        """
         old = self._cache[name]
+        old_bytes = self._nbytes[name]
         change = _TextChange([], [])
-        ascii_ = old.isascii()
-        raw = old.encode("utf-8") if not ascii_ else b""
-        parts: list[str] = []
-        pos = 0  # in the old string: code points if ascii_, else bytes
-        cp = 0  # code points written to the new string
+        pieces: list[str] = []
+        kept = 0  # old[:kept] is in pieces
+        pos_c = pos_b = 0  # position in the old string (code points, bytes)
+        shift_c = shift_b = 0  # new position minus old position
+        ok = True
         try:
+            if old.isascii():
+
+                def at(b: int) -> int:
+                    if b > old_bytes:
+                        raise ValueError
+                    return b
+
+            else:
+                mark_c, mark_b = self._mark.get(name, (0, 0))
+
+                def at(b: int) -> int:
+                    # nearest known pair: where the delta is, the mark, the start, the end
+                    anchor_c, anchor_b = pos_c, pos_b
+                    for c, k in ((mark_c, mark_b), (0, 0), (len(old), old_bytes)):
+                        if abs(k - b) < abs(anchor_b - b):
+                            anchor_c, anchor_b = c, k
+                    return _code_point_at(old, b, anchor_c, anchor_b)
+
             for op in delta:
                 if "attributes" in op:
                     change.tainted = True
@@ -691,30 +874,36 @@ class Workspace:
                     if not isinstance(value, str):
                         change.tainted = True
                         continue
-                    change.insertions.append(Insertion(name, cp, value))
-                    parts.append(value)
-                    cp += len(value)
+                    change.insertions.append(Insertion(name, pos_c + shift_c, value))
+                    pieces.append(old[kept:pos_c])
+                    pieces.append(value)
+                    kept = pos_c
+                    shift_c += len(value)
+                    shift_b += len(value) if value.isascii() else len(value.encode("utf-8"))
                 elif "retain" in op:
-                    n = int(op["retain"])
-                    chunk = old[pos : pos + n] if ascii_ else raw[pos : pos + n].decode("utf-8")
-                    parts.append(chunk)
-                    cp += len(chunk)
-                    pos += n
+                    target = pos_b + int(op["retain"])
+                    pos_c, pos_b = at(target), target
                 elif "delete" in op:
                     n = int(op["delete"])
-                    chunk = old[pos : pos + n] if ascii_ else raw[pos : pos + n].decode("utf-8")
-                    change.removals.append(Removal(name, cp, chunk))
-                    pos += n
-            parts.append(old[pos:] if ascii_ else raw[pos:].decode("utf-8"))
-            new = "".join(parts)
+                    end_c = at(pos_b + n)
+                    change.removals.append(Removal(name, pos_c + shift_c, old[pos_c:end_c]))
+                    pieces.append(old[kept:pos_c])
+                    kept = end_c
+                    shift_c -= end_c - pos_c
+                    shift_b -= n
+                    pos_c, pos_b = end_c, pos_b + n
         except (UnicodeDecodeError, ValueError, TypeError):
-            new = ""
-            change.tainted = True
+            ok = False
+        if ok and not change.tainted and old_bytes + shift_b == size:
+            pieces.append(old[kept:])
+            self._set_cache(name, "".join(pieces), size)
+            self._mark[name] = (pos_c + shift_c, pos_b + shift_b)
+            return change
+        # The events did not describe the text exactly (content outside the model, or
+        # offsets that are not character boundaries): fall back to one region.
         actual = str(self._files[name])
-        if change.tainted or new != actual:
-            # The events did not describe the text exactly (content outside the model,
-            # or offsets that are not character boundaries): fall back to one region.
-            change.insertions, change.removals = _coarse(name, old, actual)
+        change.insertions, change.removals = _coarse(name, old, actual)
+        change.tainted = change.tainted or not ok
         self._set_cache(name, actual)
         return change
 
@@ -799,7 +988,7 @@ class Workspace:
                 f"{problem}; the shared editor holds plain-text files only. Reload the workspace",
                 resync=True,
             )
-        known = self._state()
+        known = self._clock
         problem = _readiness_problem(parsed, known, self._sealed)
         if problem is not None:
             raise EditorError(
@@ -811,6 +1000,7 @@ class Workspace:
         try:
             changes = self._run(lambda: self._doc.apply_update(update))
         except Exception:
+            self._clock = self._state()
             if self._doc.get_state() == before:
                 raise EditorError(
                     EditRefusal.MALFORMED,
@@ -819,8 +1009,19 @@ class Workspace:
                 ) from None
             raise
         applied = self._applied(before, changes, parsed)
-        after = self._state()
-        stuck = any(after.get(run.client, 0) < run.end for run in parsed.runs)
+        if len(parsed.runs) == 1:
+            # One client's run that passed the readiness check depends only on what the
+            # document had (or on its own earlier items), so it integrated completely: its
+            # clock is now the run's end.
+            run = parsed.runs[0]
+            if run.end > known.get(run.client, 0):
+                known[run.client] = run.end
+            stuck = False
+        else:
+            # Several runs may wait on each other in a cycle the readiness check cannot
+            # see: read what the document did integrate.
+            self._clock = after = self._state()
+            stuck = any(after.get(run.client, 0) < run.end for run in parsed.runs)
         if stuck:
             compensation = self._revert(applied, changes)
             self._rebuild([])
@@ -838,6 +1039,10 @@ class Workspace:
         return applied
 
     def _applied(self, before: bytes, changes: _Changes, parsed: _Update) -> Applied:
+        if not changes.entries:  # text changes only (every keystroke)
+            ins = [i for tc in changes.texts.values() for i in tc.insertions]
+            rem = [r for tc in changes.texts.values() for r in tc.removals]
+            return Applied(before, tuple(ins), tuple(rem), (), self._excerpts(ins, rem))
         insertions: list[Insertion] = []
         removals: list[Removal] = []
         file_changes: list[FileChange] = []
@@ -900,13 +1105,21 @@ class Workspace:
     def _excerpts(
         self, insertions: Sequence[Insertion], removals: Sequence[Removal]
     ) -> tuple[Excerpt, ...]:
+        ctx = self.limits.context_lines
+        if len(insertions) + len(removals) == 1:  # one change: its line(s)
+            one = insertions[0] if insertions else removals[0]
+            content = self._cache.get(one.file)
+            if content is None:
+                return ()
+            end = one.start + len(one.text) if insertions else one.start
+            a, b = _line_span(content, one.start, end, ctx)
+            return (Excerpt(one.file, a, b, content[a:b]),) if a < b else ()
         spans: dict[str, list[tuple[int, int]]] = {}
         for ins in insertions:
             spans.setdefault(ins.file, []).append((ins.start, ins.start + len(ins.text)))
         for rem in removals:
             spans.setdefault(rem.file, []).append((rem.start, rem.start))
         out: list[Excerpt] = []
-        ctx = self.limits.context_lines
         for name in sorted(spans):
             content = self._cache.get(name)
             if content is None:
@@ -1029,7 +1242,7 @@ class Workspace:
                             text.insert(b, chunk)
                             s = s[:start] + chunk + s[start:]
 
-        self._run(undo)
+        self._run(undo, relay=True)
         update = self._doc.get_update(sv)
         if seal and applied.new_entries:
             self._rebuild(applied.new_entries)
@@ -1102,7 +1315,7 @@ class Workspace:
                         if new:
                             text.insert(a, new)
 
-        self._run(edit)
+        self._run(edit, relay=True)
         return self._doc.get_update(sv)
 
     def forward(self, applied: Applied) -> bytes:
@@ -1176,6 +1389,8 @@ def _effective(decision: Decision, *, name: bool) -> EditVerdictKind:
 
 _ORDER = {k: i for i, k in enumerate(EditVerdictKind)}
 
+_Asked = tuple[Decision, EditVerdictKind, bool, Excerpt | None]
+
 
 def judge(ws: Workspace, applied: Applied, decide: Callable[[Kind, str], Decision]) -> EditVerdict:
     """Asks the policy about every new file name and every changed region of ``applied``
@@ -1187,7 +1402,22 @@ def judge(ws: Workspace, applied: Applied, decide: Callable[[Kind, str], Decisio
     ``[redacted:CATEGORY]``; the author gets that update, the others the diff. Allow and
     alert: the others get the relay's diff.
     """
-    asked: list[tuple[Decision, EditVerdictKind, bool, Excerpt | None]] = []
+    if not applied.files and len(applied.excerpts) == 1:
+        # one changed region, no file entries (every keystroke): allowed is the usual answer
+        d = decide(Kind.EDITOR, applied.excerpts[0].text)
+        if d.action is Action.ALLOW:
+            inserted = "\n".join(i.text for i in applied.insertions)
+            return EditVerdict(
+                EditVerdictKind.ALLOW, d, (), (), d.reason, b"", ws.forward(applied), inserted
+            )
+        asked: list[_Asked] = [(d, _effective(d, name=False), False, applied.excerpts[0])]
+    else:
+        asked = _ask(applied, decide)
+    return _carry_out(ws, applied, asked)
+
+
+def _ask(applied: Applied, decide: Callable[[Kind, str], Decision]) -> list[_Asked]:
+    asked: list[_Asked] = []
     for change in applied.files:
         if change.op is not FileOp.DELETED:
             d = decide(Kind.FILE_NAME, change.name)
@@ -1195,6 +1425,10 @@ def judge(ws: Workspace, applied: Applied, decide: Callable[[Kind, str], Decisio
     for ex in applied.excerpts:
         d = decide(Kind.EDITOR, ex.text)
         asked.append((d, _effective(d, name=False), False, ex))
+    return asked
+
+
+def _carry_out(ws: Workspace, applied: Applied, asked: list[_Asked]) -> EditVerdict:
     inserted = "\n".join(i.text for i in applied.insertions)
     if not asked:
         return EditVerdict(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map, Text, merge_updates
 
 from policy.decisions import Decision, Kind, Route, Subject
 from policy.engine import default_policy
@@ -26,6 +26,9 @@ from relay.editor import (
     Insertion,
     Removal,
     Workspace,
+    _parse_general,
+    _parse_state_vector,
+    _parse_update,
     judge,
 )
 from relay.identity import ParticipantRole
@@ -42,6 +45,7 @@ def decider(role: ParticipantRole = ParticipantRole.LEARNER) -> Callable[[Kind, 
 
 LEARNER = decider()
 INSTRUCTOR = decider(ParticipantRole.INSTRUCTOR)
+ALLOWED = LEARNER(Kind.EDITOR, "x = 1")
 
 
 class Peer:
@@ -734,3 +738,127 @@ def test_new_file_with_blocked_content_leaves_nothing_behind() -> None:
     assert not verdict.resync
     assert send(ws, a.create("notes.txt", "ring later\n"), a, (b,)).kind is EditVerdictKind.ALLOW
     assert a.contents() == b.contents() == ws.files()
+
+
+# --- fast paths: the same results as the general code -----------------------------------------
+
+
+def _parse_outcome(parse: Callable[[bytes], object], data: bytes) -> object:
+    """What ``parse`` makes of ``data``: its result or the class of its refusal."""
+    from relay.editor import _Malformed, _Unsupported
+
+    try:
+        return parse(data)
+    except (_Malformed, _Unsupported) as err:
+        return type(err)
+
+
+def test_keystroke_parser_reads_what_the_general_parser_reads() -> None:
+    from relay.editor import _parse_keystroke
+
+    rng = random.Random(11)
+    updates: list[bytes] = []
+    for client_id in (1, 127, 128, 2**31 + 5, 2**53 - 1):
+        a = Peer(client_id)
+        updates.append(a.create("f", "start\n"))
+        for _ in range(30):
+            content = str(a.text("f"))
+            chunk = rng.choice(["x", "é", "😀", "中", "ab", "\n"])
+            # at the end (origin only), in the middle (origin and right origin), at 0 (parent)
+            updates.append(
+                a.type("f", rng.choice([len(content), rng.randrange(len(content))]), chunk)
+            )
+            updates.append(a.type("f", 0, chunk))
+    fast = 0
+    for update in updates:
+        mutations = [update, update[:-1], update + b"\x00", update[:-2] + b"\x00"]
+        mutations += [
+            update[:i] + bytes([update[i] ^ 0x80]) + update[i + 1 :] for i in range(len(update))
+        ]
+        for data in mutations:
+            expected = _parse_outcome(_parse_general, data)
+            got = _parse_keystroke(data)
+            if got is not None:
+                fast += 1
+                assert got == expected
+            assert _parse_outcome(_parse_update, data) == expected
+    assert fast > 100  # the fast path did take the common keystrokes
+
+
+def test_code_point_offsets_from_any_anchor_check_character_boundaries() -> None:
+    from relay.editor import _code_point_at
+
+    s = "aé😀中x\nß𝔘"
+    raw = s.encode()
+    pairs = [(i, len(s[:i].encode())) for i in range(len(s) + 1)]
+    boundaries = {b: c for c, b in pairs}
+    for anchor_c, anchor_b in pairs:
+        for b in range(len(raw) + 2):
+            if b in boundaries:
+                assert _code_point_at(s, b, anchor_c, anchor_b) == boundaries[b]
+            else:
+                with pytest.raises((UnicodeDecodeError, ValueError)):
+                    _code_point_at(s, b, anchor_c, anchor_b)
+
+
+def test_random_edits_in_a_larger_non_ascii_file_keep_cache_and_clocks_exact() -> None:
+    rng = random.Random(7)
+    alphabet = "ab \n\té😀中ß𝔘xyz"
+    ws = Workspace("class")
+    peers = [Peer(), Peer(), Peer()]
+    base = "".join(rng.choice(alphabet) for _ in range(3000))
+    send(ws, peers[0].create("big.txt", base), peers[0], tuple(peers[1:]))
+    pending: list[bytes] = []
+    held: set[int] = set()  # authors whose updates wait in pending
+    for step in range(400):
+        who = rng.randrange(3)
+        author = peers[who]
+        content = str(author.text("big.txt"))
+        roll = rng.random()
+        if content and roll < 0.3:
+            start = rng.randrange(len(content))
+            end = min(len(content), start + rng.randrange(1, 40))
+            update = author.delete("big.txt", start, end)
+        elif roll < 0.5:
+            # far from the last change: anywhere in the file
+            chunk = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 6)))
+            update = author.type("big.txt", rng.randrange(len(content) + 1), chunk)
+        else:
+            # typing on: next to where this author typed last
+            at = min(len(content), getattr(author, "at", 0))
+            chunk = rng.choice(alphabet)
+            update = author.type("big.txt", at, chunk)
+            author.at = at + 1  # type: ignore[attr-defined]
+        if who in held or rng.random() < 0.1:
+            pending.append(update)  # sent later, merged with others: several runs at once
+            held.add(who)
+            continue
+        if pending and rng.random() < 0.3:
+            update = merge_updates(*pending, update)
+            pending.clear()
+            held.clear()
+        applied = ws.apply(update)
+        verdict = judge(ws, applied, lambda kind, text: ALLOWED)
+        for peer in peers:
+            peer.apply(verdict.forward)
+        assert ws.files() == docs_text(ws), step
+        assert ws._clock == _parse_state_vector(ws.state_vector()), step
+    if pending:
+        judge(ws, ws.apply(merge_updates(*pending)), lambda kind, text: ALLOWED)
+    assert ws.files() == docs_text(ws)
+    for peer in peers:
+        peer.apply(ws.diff(peer.doc.get_state()))
+    assert peers[0].contents() == peers[1].contents() == peers[2].contents() == ws.files()
+
+
+def test_a_text_change_the_cache_cannot_follow_is_read_from_the_document() -> None:
+    ws = Workspace("class")
+    a = Peer()
+    ws.apply(a.create("f", "héllo\nworld\n"))
+    ws._nbytes["f"] += 1  # the cache's idea of the text no longer fits the document
+    applied = ws.apply(a.type("f", 6, "new "))
+    assert ws.text("f") == "héllo\nnew world\n" == docs_text(ws)["f"]
+    assert [(i.start, i.text) for i in applied.insertions] == [(6, "new ")]
+    applied = ws.apply(a.delete("f", 1, 2))
+    assert ws.text("f") == "hllo\nnew world\n" == docs_text(ws)["f"]
+    assert [(r.start, r.text) for r in applied.removals] == [(1, "é")]
