@@ -86,10 +86,17 @@ class PolicyEngine(Protocol):
 
     def decide(self, subject: Subject) -> Decision: ...
 
+    def may_share_screen(self, role: ParticipantRole, asked: bool) -> Decision:
+        """May someone of ``role`` publish their screen to the class (``asked``: the
+        instructor asked this learner to)? Allow or Block, with the deciding rule."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingRules:
     learner_to_learner_direct: bool = False
+    learner_screen_share: bool = True
+    """Learners may show their screen to the instructor when the instructor asks."""
 
 
 ALLOW_CONTENT = Allow(rule="content.allow", reason="no content rule applies")
@@ -154,6 +161,29 @@ class ContentPolicy:
             return ALLOW_CONTENT
         return self._content_decision(subject, findings)
 
+    def may_share_screen(self, role: ParticipantRole, asked: bool) -> Decision:
+        if role is ParticipantRole.INSTRUCTOR:
+            return Allow(rule="routing.screen_share.instructor", reason="instructors may share")
+        if role is ParticipantRole.LEARNER:
+            if not self.routing.learner_screen_share:
+                return Block(
+                    rule="routing.learner_screen_share",
+                    reason="this facility does not let learners share their screen",
+                    route_refused=True,
+                )
+            if not asked:
+                return Block(
+                    rule="routing.screen_share.ask_first",
+                    reason="a learner shares their screen only when the instructor asks",
+                    route_refused=True,
+                )
+            return Allow(rule="routing.learner_screen_share", reason="the instructor asked")
+        return Block(
+            rule="routing.staff_observe_only",
+            reason="staff observe classes and do not share a screen",
+            route_refused=True,
+        )
+
     def _content_decision(self, subject: Subject, findings: Iterable[Finding]) -> Decision:
         verdict = judge(subject, findings, self.rules)
         rule = verdict.deciding
@@ -205,6 +235,8 @@ DEFAULT_POLICY_TOML = """\
 [routing]
 # Learners may not write direct messages to each other unless this is true.
 learner_to_learner_direct = false
+# Learners may show their screen to the instructor when the instructor asks (false: never).
+learner_screen_share = true
 
 [detectors]
 # Documentation sites a coding class may link to (their subdomains too). example.com,
@@ -552,10 +584,15 @@ def parse_policy(data: bytes, source: str, read: FileReader | None = None) -> Co
     if unknown:
         raise ConfigError(f"{source}: unknown table(s) {', '.join(unknown)}; known: {_TABLES}")
     routing = _table(doc, "routing", source, "a table")
-    _check_keys(routing, {"learner_to_learner_direct"}, f"{source}: [routing]")
+    _check_keys(
+        routing, {"learner_to_learner_direct", "learner_screen_share"}, f"{source}: [routing]"
+    )
     l2l = routing.get("learner_to_learner_direct", False)
     if not isinstance(l2l, bool):
         raise ConfigError(f"{source}: [routing] learner_to_learner_direct must be true or false")
+    screen = routing.get("learner_screen_share", True)
+    if not isinstance(screen, bool):
+        raise ConfigError(f"{source}: [routing] learner_screen_share must be true or false")
 
     det = _table(doc, "detectors", source, "a table")
     where = f"{source}: [detectors]"
@@ -651,7 +688,7 @@ def parse_policy(data: bytes, source: str, read: FileReader | None = None) -> Co
     except ValueError as exc:
         raise ConfigError(f"{source}: [detectors]: {exc}") from None
     return ContentPolicy(
-        routing=RoutingRules(learner_to_learner_direct=l2l),
+        routing=RoutingRules(learner_to_learner_direct=l2l, learner_screen_share=screen),
         version=_version_of(data, lexicon_bytes),
         rules=tuple(rules),
         detector_config=config,

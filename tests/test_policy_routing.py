@@ -111,3 +111,22 @@ def test_bad_policy_files_are_refused_clearly(text: bytes, needle: str) -> None:
 def test_subject_checks_itself() -> None:
     with pytest.raises(ValueError, match="direct"):
         Subject(kind=Kind.CHAT, sender_role=R.LEARNER, route=Route.DIRECT)
+
+
+def test_who_may_share_a_screen() -> None:
+    p = default_policy()
+    assert isinstance(p.may_share_screen(R.INSTRUCTOR, asked=False), Allow)
+    unasked = p.may_share_screen(R.LEARNER, asked=False)
+    assert isinstance(unasked, Block)
+    assert unasked.rule == "routing.screen_share.ask_first"
+    assert isinstance(p.may_share_screen(R.LEARNER, asked=True), Allow)
+    staff = p.may_share_screen(R.STAFF, asked=True)
+    assert isinstance(staff, Block)
+    assert staff.rule == "routing.staff_observe_only"
+    never = parse_policy(b"[routing]\nlearner_screen_share = false\n", "test")
+    refused = never.may_share_screen(R.LEARNER, asked=True)
+    assert isinstance(refused, Block)
+    assert refused.rule == "routing.learner_screen_share"
+    assert "does not let learners share" in refused.reason
+    with pytest.raises(ConfigError, match="learner_screen_share must be true or false"):
+        parse_policy(b'[routing]\nlearner_screen_share = "yes"\n', "test")
