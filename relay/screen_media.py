@@ -235,6 +235,7 @@ class StopCode(enum.Enum):
     BAD_FRAME = "bad_frame"
     ENCODER_FAILED = "encoder_failed"
     RECORDING_FAILED = "recording_failed"
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,61 +596,58 @@ class Fanout:
         loop = asyncio.get_running_loop()
         stop: FanoutStop
         try:
-            while True:
-                try:
-                    frame = await self.source.recv()
-                except MediaStreamError:
-                    stop = FanoutStop(StopCode.SOURCE_ENDED, "the shared video ended")
-                    break
-                self.frames_in += 1
-                if not isinstance(frame, av.VideoFrame):
-                    stop = FanoutStop(StopCode.BAD_FRAME, "the shared track sent a non-video frame")
-                    break
-                lim = self.limits
-                if frame.width > lim.max_width or frame.height > lim.max_height:
-                    stop = FanoutStop(
-                        StopCode.FRAME_TOO_LARGE,
-                        f"a shared frame of {frame.width}x{frame.height} exceeds the "
-                        f"share limit of {lim.max_width}x{lim.max_height}",
-                    )
-                    break
-                now = self._clock()
-                if not self._admit(now):
-                    self.frames_dropped += 1
-                    continue
-                keyframe = self._force_keyframe or (
-                    self._last_keyframe is None
-                    or now - self._last_keyframe >= lim.keyframe_interval_s
-                )
-                self._force_keyframe = False
-                frame.pts = self._pts(frame)
-                frame.time_base = VIDEO_TIME_BASE
-                thumb = self._next_thumbnail is None or now >= self._next_thumbnail
-                if thumb:
-                    self._next_thumbnail = now + self._thumbnail_every_s
-                try:
-                    t0 = time.perf_counter()
-                    packets, png = await loop.run_in_executor(
-                        self._executor, self._encode, frame, keyframe, thumb
-                    )
-                    self.encode_seconds += time.perf_counter() - t0
-                except Exception as exc:
-                    stop = FanoutStop(StopCode.ENCODER_FAILED, f"the video encoder failed: {exc}")
-                    break
-                self.frames_encoded += 1
-                try:
-                    if png is not None and self._on_thumbnail is not None:
-                        self._on_thumbnail(Thumbnail(now, png[0], png[1], png[2]))
-                    for packet in packets:
-                        self._deliver(packet, now, frame.width, frame.height)
-                except Exception as exc:
-                    stop = FanoutStop(
-                        StopCode.RECORDING_FAILED, f"recording the share failed: {exc}"
-                    )
-                    break
+            stop = await self._pump(loop)
         except asyncio.CancelledError:
             raise
+        except Exception as exc:  # a bug must not leave the share half-running
+            stop = FanoutStop(StopCode.INTERNAL_ERROR, f"the share failed: {exc!r}")
         await self._finish(stop)
+
+    async def _pump(self, loop: asyncio.AbstractEventLoop) -> FanoutStop:
+        while True:
+            try:
+                frame = await self.source.recv()
+            except MediaStreamError:
+                return FanoutStop(StopCode.SOURCE_ENDED, "the shared video ended")
+            self.frames_in += 1
+            if not isinstance(frame, av.VideoFrame):
+                return FanoutStop(StopCode.BAD_FRAME, "the shared track sent a non-video frame")
+            lim = self.limits
+            if frame.width > lim.max_width or frame.height > lim.max_height:
+                return FanoutStop(
+                    StopCode.FRAME_TOO_LARGE,
+                    f"a shared frame of {frame.width}x{frame.height} exceeds the "
+                    f"share limit of {lim.max_width}x{lim.max_height}",
+                )
+            now = self._clock()
+            if not self._admit(now):
+                self.frames_dropped += 1
+                continue
+            keyframe = self._force_keyframe or (
+                self._last_keyframe is None or now - self._last_keyframe >= lim.keyframe_interval_s
+            )
+            self._force_keyframe = False
+            frame.pts = self._pts(frame)
+            frame.time_base = VIDEO_TIME_BASE
+            thumb = self._next_thumbnail is None or now >= self._next_thumbnail
+            if thumb:
+                self._next_thumbnail = now + self._thumbnail_every_s
+            try:
+                t0 = time.perf_counter()
+                packets, png = await loop.run_in_executor(
+                    self._executor, self._encode, frame, keyframe, thumb
+                )
+                self.encode_seconds += time.perf_counter() - t0
+            except Exception as exc:
+                return FanoutStop(StopCode.ENCODER_FAILED, f"the video encoder failed: {exc}")
+            self.frames_encoded += 1
+            try:
+                if png is not None and self._on_thumbnail is not None:
+                    self._on_thumbnail(Thumbnail(now, png[0], png[1], png[2]))
+                for packet in packets:
+                    self._deliver(packet, now, frame.width, frame.height)
+            except Exception as exc:
+                return FanoutStop(StopCode.RECORDING_FAILED, f"recording the share failed: {exc}")
 
     def _admit(self, now: float) -> bool:
         fps = self.limits.max_fps
@@ -735,11 +733,31 @@ def watch_keyframe_requests(sender: RTCRtpSender, fanout: Fanout) -> None:
 
 
 def prefer_vp8(transceiver: RTCRtpTransceiver) -> None:
-    """Offer only VP8 (and its RTX) on ``transceiver``: the fanout's packets are VP8."""
+    """Send only VP8 (and its RTX) on ``transceiver``: the fanout's packets are VP8.
+
+    Works on both sides of the negotiation. As the offerer, call it before
+    ``createOffer``. As the answerer, aiortc 1.16 has already chosen the codecs in
+    ``setRemoteDescription`` (in the remote offer's order, preferences set later are
+    ignored), so this also filters the transceiver's negotiated codecs
+    (``transceiver._codecs``) to VP8: otherwise a viewer offering H.264 first would get
+    VP8 packets sent as H.264. Raises ``ValueError`` when the offer had no VP8.
+    """
     caps = RTCRtpSender.getCapabilities("video")
     vp8 = [c for c in caps.codecs if c.mimeType.lower() == "video/vp8"]
     rtx = [c for c in caps.codecs if c.mimeType.lower() == "video/rtx"]
     transceiver.setCodecPreferences(vp8 + rtx)
+    negotiated: list[Any] = list(getattr(transceiver, "_codecs", []))
+    if negotiated:
+        kept = [c for c in negotiated if c.mimeType.lower() == "video/vp8"]
+        if not kept:
+            raise ValueError("the viewer's offer has no VP8, the only codec of a screen share")
+        types = {c.payloadType for c in kept}
+        kept += [
+            c
+            for c in negotiated
+            if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in types
+        ]
+        transceiver._codecs = kept
 
 
 def add_viewer_to(pc: RTCPeerConnection, fanout: Fanout) -> tuple[ViewerTrack, RTCRtpSender]:

@@ -358,3 +358,172 @@ async def test_pli_from_a_viewer_makes_a_keyframe(share: Callable[..., Share]) -
         await asyncio.sleep(0.02)
     assert fanout.stats().keyframes > before.keyframes
     assert fanout.stats().keyframe_requests > before.keyframe_requests
+
+
+# --------------------------------------------------------------------------- measurement
+# Not a check: SCREEN_MEDIA_MEASURE=1 pytest -s -k measure prints the relay process's CPU
+# for one 1280x720 10 fps source to 1, 10 and 30 viewers, Fanout against aiortc's
+# MediaRelay (one encoder per viewer). The publisher and the viewers run in a child
+# process (viewers count frames instead of decoding), so only the relay is measured.
+
+
+def _clients_main(conn: Any, viewers: int, width: int, height: int, fps: float) -> None:
+    import aiortc.rtcrtpreceiver as receiver_module
+
+    restrict_ice_addresses(["127.0.0.1"])
+    received = [0]
+
+    class CountingDecoder:
+        def decode(self, encoded_frame: Any) -> list[Any]:
+            received[0] += 1
+            return []
+
+    real_get_decoder = receiver_module.get_decoder
+    publisher = RTCPeerConnection(ice_configuration())
+    pattern = TestPattern(width, height, fps=fps)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        publisher.addTrack(pattern)
+        await publisher.setLocalDescription(await publisher.createOffer())
+        conn.send(publisher.localDescription.sdp)
+        answer = await loop.run_in_executor(None, conn.recv)
+        await publisher.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        # viewers' receivers count whole frames instead of decoding them
+        receiver_module.get_decoder = lambda codec: CountingDecoder()  # type: ignore[assignment,return-value]
+        pcs = []
+        for _ in range(viewers):
+            offer = await loop.run_in_executor(None, conn.recv)
+            pc = RTCPeerConnection(ice_configuration())
+            pcs.append(pc)
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            conn.send(pc.localDescription.sdp)
+        while True:
+            cmd = await loop.run_in_executor(None, conn.recv)
+            if cmd == "mark":
+                conn.send((received[0], pattern.count))
+            else:
+                break
+        receiver_module.get_decoder = real_get_decoder
+        await asyncio.gather(publisher.close(), *(pc.close() for pc in pcs))
+
+    asyncio.run(main())
+
+
+async def _measure(viewers: int, baseline: bool, seconds: float = 6.0) -> dict[str, float]:
+    import multiprocessing
+    import resource
+
+    from aiortc.contrib.media import MediaRelay
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_clients_main, args=(child, viewers, 1280, 720, 10.0))
+    proc.start()
+    loop = asyncio.get_running_loop()
+    pcs: list[RTCPeerConnection] = []
+    fanout: Fanout | None = None
+    try:
+        relay_in = RTCPeerConnection(ice_configuration())
+        pcs.append(relay_in)
+        got: asyncio.Future[MediaStreamTrack] = loop.create_future()
+        relay_in.on("track", lambda t: got.done() or got.set_result(t))
+        offer = await loop.run_in_executor(None, parent.recv)
+        await relay_in.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await relay_in.setLocalDescription(await relay_in.createAnswer())
+        parent.send(relay_in.localDescription.sdp)
+        source = await asyncio.wait_for(got, 20)
+        media_relay = MediaRelay()
+        if not baseline:
+            fanout = Fanout(source, ScreenLimits(max_width=1280, max_height=720, max_fps=10))
+            await fanout.start()
+        for _ in range(viewers):
+            pc = RTCPeerConnection(ice_configuration())
+            pcs.append(pc)
+            if fanout is not None:
+                add_viewer_to(pc, fanout)
+            else:
+                transceiver = pc.addTransceiver(
+                    media_relay.subscribe(source, buffered=False), direction="sendonly"
+                )
+                sm.prefer_vp8(transceiver)
+            await pc.setLocalDescription(await pc.createOffer())
+            parent.send(pc.localDescription.sdp)
+            answer = await loop.run_in_executor(None, parent.recv)
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.sleep(3)  # connect and settle
+        parent.send("mark")
+        r0, s0 = await loop.run_in_executor(None, parent.recv)
+        u0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        await asyncio.sleep(seconds)
+        u1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        parent.send("mark")
+        r1, s1 = await loop.run_in_executor(None, parent.recv)
+        cpu = (u1.ru_utime - u0.ru_utime) + (u1.ru_stime - u0.ru_stime)
+        return {
+            "viewers": viewers,
+            "cpu_fraction": round(cpu / (t1 - t0), 3),
+            "frames_delivered_ratio": round((r1 - r0) / max(1, viewers * (s1 - s0)), 3),
+        }
+    finally:
+        parent.send("stop")
+        if fanout is not None:
+            await fanout.stop("measured")
+        await asyncio.gather(*(pc.close() for pc in pcs))
+        proc.join(20)
+        if proc.is_alive():
+            proc.kill()
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("SCREEN_MEDIA_MEASURE"), reason="set SCREEN_MEDIA_MEASURE=1"
+)
+@pytest.mark.timeout(900)
+async def test_measure_cpu_fanout_against_per_viewer_encoding() -> None:
+    for n in (1, 10, 30):
+        for baseline in (False, True):
+            result = await _measure(n, baseline)
+            name = "per-viewer encode (MediaRelay)" if baseline else "Fanout (encode once)"
+            print(f"{name:32} {result}", flush=True)
+
+
+async def test_relay_answering_an_h264_first_offer_sends_vp8(
+    share: Callable[..., Share],
+) -> None:
+    """The viewer offers (H.264 first), the relay answers: VP8 is still what is sent."""
+    s = share(limits=ScreenLimits(max_fps=10))
+    fanout = await s.publish(TestPattern(W, H, fps=10))
+    viewer, relay_out = s.pc(), s.pc()
+    offered = viewer.addTransceiver("video", direction="recvonly")
+    caps = sm.RTCRtpSender.getCapabilities("video").codecs
+    offered.setCodecPreferences(
+        [c for c in caps if c.mimeType == "video/H264"]
+        + [c for c in caps if c.mimeType == "video/VP8"]
+    )
+    await viewer.setLocalDescription(await viewer.createOffer())
+    assert "H264" in viewer.localDescription.sdp.split("VP8")[0]
+    await relay_out.setRemoteDescription(viewer.localDescription)
+    transceiver = relay_out.getTransceivers()[0]
+    track = fanout.add_viewer()
+    transceiver.direction = "sendonly"
+    transceiver.sender.replaceTrack(track)
+    sm.prefer_vp8(transceiver)
+    sm.watch_keyframe_requests(transceiver.sender, fanout)
+    await relay_out.setLocalDescription(await relay_out.createAnswer())
+    answer = relay_out.localDescription.sdp
+    assert "VP8" in answer
+    assert "H264" not in answer
+    await viewer.setRemoteDescription(relay_out.localDescription)
+    frames = await _frames(offered.receiver.track, 5)
+    assert _looks_like_pattern(frames[-1])
+
+    h264_only = s.pc()
+    h264_only.addTransceiver("video", direction="recvonly").setCodecPreferences(
+        [c for c in caps if c.mimeType == "video/H264"]
+    )
+    await h264_only.setLocalDescription(await h264_only.createOffer())
+    refusing = s.pc()
+    await refusing.setRemoteDescription(h264_only.localDescription)
+    with pytest.raises(ValueError, match="no VP8"):
+        sm.prefer_vp8(refusing.getTransceivers()[0])
