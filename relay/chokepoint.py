@@ -51,11 +51,17 @@ from relay.messages import (
     ReviewList,
     ReviewOutcome,
     SessionInfo,
+    ShareAsk,
+    ShareStart,
+    ShareStop,
+    ShareWatch,
 )
 from relay.pki import CertIdentity
 from relay.registry import RegistrySnapshot
 from relay.review import HeldMessage, ReviewQueue
 from relay.schedule import ScheduledClass
+from relay.screen_session import ScreenShares
+from relay.screen_settings import DEFAULT_SCREEN_SETTINGS, ScreenSettings
 from relay.session import (
     CloseRequest,
     Delivery,
@@ -136,6 +142,7 @@ class RelayState:
     sessions: dict[str, LiveSession] = field(default_factory=dict)
     connections_by_principal: dict[str, set[int]] = field(default_factory=dict)
     editor_settings: EditorSettings = field(default_factory=EditorSettings)
+    screen_settings: ScreenSettings = DEFAULT_SCREEN_SETTINGS
     editors: dict[str, ClassEditor] = field(default_factory=dict)
     """The shared editor of each class, made when first used."""
     holds: ReviewQueue = field(init=False)
@@ -157,6 +164,10 @@ _RATE_KINDS: dict[type, Kind] = {Chat: Kind.CHAT, Hand: Kind.HAND, EditorUpdate:
 
 _EDITOR_TYPES = (EditorSync, EditorUpdate, EditorPresence, EditorLecture, EditorShare)
 """Messages of the shared editor (``relay.editor_session``)."""
+
+
+_SHARE_TYPES = (ShareStart, ShareWatch, ShareStop, ShareAsk)
+"""Messages of screen sharing (``relay.screen_session``): answered after WebRTC work."""
 
 
 _FATAL = frozenset(
@@ -188,6 +199,7 @@ class ChokePoint:
         self.audit = audit
         self.deliverer = deliverer
         self.clock = clock
+        self.screens = ScreenShares(state.screen_settings, self._submit_live, clock)
         self.pins = pin_guard or authz.PinGuard(
             state.limits.pin_failures_before_lockout,
             state.limits.lockout_seconds,
@@ -286,6 +298,9 @@ class ChokePoint:
                 )
                 await self._submit(session, refused)
                 return
+        if isinstance(msg, _SHARE_TYPES):
+            await self._share(conn, session, who, msg, now)
+            return
         outcome = self._decide(conn, session, who, msg, now)
         waiting = self._hand_over(session, outcome)
         if waiting is not None:
@@ -319,6 +334,8 @@ class ChokePoint:
     async def closed(self, conn: Connection, reason: str) -> None:
         outcome = self.connection_closed(conn, reason)
         await self._submit(conn.session, outcome)
+        if conn.session is not None and conn.participant is not None:
+            await self.screens.left(conn.session, conn.participant, conn.id)
 
     async def refuse_frame(self, conn: Connection, code: ErrorCode, detail: str) -> None:
         """A frame the adapter could not hand over (text, too large) or a missing hello."""
@@ -359,6 +376,44 @@ class ChokePoint:
             session,
             self._editor_snapshots(session, now, "class ended") + session.end(by, reason, now),
         )
+
+    # -- screen share ---------------------------------------------------------------------
+
+    async def _share(
+        self,
+        conn: Connection,
+        session: LiveSession,
+        who: Participant,
+        msg: ShareStart | ShareWatch | ShareStop | ShareAsk,
+        now: float,
+    ) -> None:
+        """Share messages: checked like every message, then the relay's WebRTC end is
+        made (awaited: this connection's next frames wait), then recorded and delivered."""
+        try:
+            if session.state is SessionState.PAUSED:
+                raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
+            if conn.bucket is not None and not conn.bucket.take(now):
+                raise AccessDenied(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.state.limits.msgs_per_second:g} messages per second",
+                )
+            outcome = await self.screens.handle(session, who, conn.id, msg, self.state.policy)
+        except AccessDenied as refusal:
+            outcome = session.refuse(who, conn.id, msg.id, refusal.code, refusal.detail, now)
+        except Exception:
+            log.exception("share message %s of %s failed; refused", msg.id, who.pid)
+            outcome = session.refuse(
+                who, conn.id, msg.id, ErrorCode.INTERNAL, "the share could not be set up", now
+            )
+        await self._submit(session, outcome)
+
+    async def _submit_live(self, session: LiveSession, outcome: Outcome) -> None:
+        """What a running share records and sends by itself; raises when not recorded."""
+        receipts: list[Awaitable[None]] = []
+        waiting = self._hand_over(session, outcome, receipts)
+        if waiting is not None:
+            await waiting
+        await receipts[0]
 
     # -- review of held messages ------------------------------------------------------------
 
@@ -763,9 +818,18 @@ class ChokePoint:
 
     # -- audit, then deliver ----------------------------------------------------------------
 
-    def _hand_over(self, session: LiveSession | None, outcome: Outcome) -> Awaitable[None] | None:
-        """Submit the outcome's records, then hand it to the deliverer with the receipt."""
-        receipt = self.audit.submit(outcome.events)
+    def _hand_over(
+        self,
+        session: LiveSession | None,
+        outcome: Outcome,
+        receipts: list[Awaitable[None]] | None = None,
+    ) -> Awaitable[None] | None:
+        """Submit the outcome's records, then hand it to the deliverer with the receipt
+        (also appended to ``receipts``, for a caller that must know it was recorded)."""
+        receipt: Awaitable[None] = self.audit.submit(outcome.events)
+        if receipts is not None:
+            receipt = asyncio.ensure_future(receipt)
+            receipts.append(receipt)
         return self.deliverer.deliver(session, receipt, outcome)
 
     async def _submit(self, session: LiveSession | None, outcome: Outcome) -> None:

@@ -274,6 +274,31 @@ class ErrorCode(enum.Enum):
         "the change would exceed a size limit of the workspace",
         "keep files and workspaces within the limits in docs/protocol.md",
     )
+    # -- screen share ----------------------------------------------------------------
+    UNKNOWN_SHARE = _CodeInfo(
+        4470,
+        "unknown_share",
+        "there is no such screen share in this class, or it is not yours to watch or stop",
+        "watch a share named by a 'share_started' of your class",
+    )
+    SHARE_BUSY = _CodeInfo(
+        4471,
+        "share_busy",
+        "this class already has as many screen shares as it may",
+        "stop a running share first",
+    )
+    BAD_OFFER = _CodeInfo(
+        4472,
+        "bad_offer",
+        "the WebRTC offer cannot be used",
+        "offer exactly one video track (VP8), no data channels, as docs/protocol.md says",
+    )
+    SHARE_LIMIT = _CodeInfo(
+        4473,
+        "share_limit",
+        "the shared video exceeds the facility's limit on resolution or frame rate",
+        "share a smaller screen or window, or lower the frame rate",
+    )
     AUDIT_UNAVAILABLE = _CodeInfo(
         4450,
         "audit_unavailable",

@@ -57,6 +57,7 @@ from relay.audit_store import DEFAULT_AUDIT_SETTINGS, AuditSettings
 from relay.errors import ConfigError, CredentialError
 from relay.identity import Listener
 from relay.limits import Limits
+from relay.screen_settings import DEFAULT_SCREEN_SETTINGS, ScreenSettings
 
 HOME_ENV = "CLASSROOM_RELAY_HOME"
 DEFAULT_HOME = "facility"
@@ -294,6 +295,13 @@ def render_relay_toml(
         lines.append(line)
     lines += [
         "",
+        "[screen]",
+        "# Screen shares (docs/protocol.md section 10). The values shown are the defaults.",
+    ]
+    for f in fields(ScreenSettings):
+        lines.append(f"# {f.name} = {getattr(DEFAULT_SCREEN_SETTINGS, f.name)!r}")
+    lines += [
+        "",
         "[audit]",
         "# The audit log (docs/audit.md, docs/operations.md). The values shown are the",
         "# defaults. Put the checkpoint sink on another disk or a mounted share, so that",
@@ -321,6 +329,7 @@ class RelayConfig:
     join_late: dt.timedelta
     limits: Limits
     audit: AuditSettings = DEFAULT_AUDIT_SETTINGS
+    screen: ScreenSettings = DEFAULT_SCREEN_SETTINGS
 
     def bind(self, listener: Listener) -> tuple[str, int]:
         return self.outside_bind if listener is Listener.OUTSIDE else self.inside_bind
@@ -346,11 +355,11 @@ def parse_relay_toml(text: str, source: str) -> RelayConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}; correct the file") from None
-    unknown_tables = sorted(set(doc) - {"relay", "sessions", "limits", "audit"})
+    unknown_tables = sorted(set(doc) - {"relay", "sessions", "limits", "audit", "screen"})
     if unknown_tables:
         raise ConfigError(
             f"{source}: unknown key(s) or table(s) {', '.join(unknown_tables)}; "
-            "the known tables are [relay], [sessions], [limits], [audit]"
+            "the known tables are [relay], [sessions], [limits], [audit], [screen]"
         )
     relay = _table(doc, "relay", source)
     if "relay" not in doc:
@@ -403,6 +412,7 @@ def parse_relay_toml(text: str, source: str) -> RelayConfig:
 
     limits = Limits.from_mapping(_table(doc, "limits", source), f"{source}: [limits]")
     audit = AuditSettings.from_mapping(_table(doc, "audit", source), source)
+    screen = ScreenSettings.from_mapping(_table(doc, "screen", source), source)
     return RelayConfig(
         facility=facility,
         outside_bind=outside_bind,
@@ -413,6 +423,7 @@ def parse_relay_toml(text: str, source: str) -> RelayConfig:
         join_late=dt.timedelta(minutes=minutes["join_late_minutes"]),
         limits=limits,
         audit=audit,
+        screen=screen,
     )
 
 

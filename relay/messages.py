@@ -233,6 +233,73 @@ class EditorShare:
             raise ValueError(f"learner id {self.learner!r} is not valid")
 
 
+SHARE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+"""Share ids: ``SESSION.sN-TAG`` (the class id, a counter and a tag of the relay run)."""
+
+MAX_SDP_CHARS = 16_000
+"""Longest session description (WebRTC offer or answer) on the wire."""
+
+
+def _check_sdp(sdp: str) -> None:
+    if not sdp.startswith("v=0"):
+        raise ValueError("the session description must be SDP (start with 'v=0')")
+
+
+def _check_share(share: str) -> None:
+    if not SHARE_ID_PATTERN.match(share):
+        raise ValueError(f"share id {share!r} is not valid")
+
+
+@dataclass(frozen=True, slots=True)
+class ShareStart:
+    """Publish a screen: a WebRTC offer with one video track the sender sends."""
+
+    id: str
+    sdp: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_sdp(self.sdp)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareWatch:
+    """Receive a share: a WebRTC offer with one video track the sender receives."""
+
+    id: str
+    share: str
+    sdp: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_share(self.share)
+        _check_sdp(self.sdp)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareStop:
+    """End a share: its publisher, the instructor, or security staff."""
+
+    id: str
+    share: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check_share(self.share)
+        if FORBIDDEN_CONTROLS.search(self.reason):
+            raise ValueError("the reason must not contain control characters")
+
+
+@dataclass(frozen=True, slots=True)
+class ShareAsk:
+    """The instructor asks a learner to show their screen."""
+
+    id: str
+    learner: str
+
+    def __post_init__(self) -> None:
+        if not valid_name(self.learner):
+            raise ValueError(f"learner id {self.learner!r} is not valid")
+
+
 ClientMessage = (
     Hello
     | Chat
@@ -246,6 +313,10 @@ ClientMessage = (
     | EditorPresence
     | EditorLecture
     | EditorShare
+    | ShareStart
+    | ShareWatch
+    | ShareStop
+    | ShareAsk
 )
 
 CLIENT_TYPES: dict[str, type[ClientMessage]] = {
@@ -261,6 +332,10 @@ CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "editor_presence": EditorPresence,
     "editor_lecture": EditorLecture,
     "editor_share": EditorShare,
+    "share_start": ShareStart,
+    "share_watch": ShareWatch,
+    "share_stop": ShareStop,
+    "share_ask": ShareAsk,
 }
 CLIENT_TYPE_NAMES: dict[type[ClientMessage], str] = {v: k for k, v in CLIENT_TYPES.items()}
 
@@ -488,6 +563,43 @@ class EditorModeEvent:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class ShareAnswer:
+    """The relay's WebRTC answer to ``share_start`` or ``share_watch``."""
+
+    ref: str
+    share: str
+    sdp: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareStarted:
+    """A share began: those who may watch it can send ``share_watch``."""
+
+    share: str
+    by: str
+    time: float
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShareStopped:
+    share: str
+    by: str
+    reason: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShareAsked:
+    """To a learner: the instructor asks to see their screen (``share_start`` allowed)."""
+
+    by: str
+    time: float
+    until: float
+
+
 ServerMessage = (
     Welcome
     | Ack
@@ -504,6 +616,10 @@ ServerMessage = (
     | EditorUpdateEvent
     | EditorPresenceEvent
     | EditorModeEvent
+    | ShareAnswer
+    | ShareStarted
+    | ShareStopped
+    | ShareAsked
 )
 
 SequencedEvent = ChatEvent | PresenceChange | HandEvent

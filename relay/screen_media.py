@@ -24,8 +24,10 @@ Pieces, all usable by the relay, the two clients and the bench:
 Viewers must negotiate VP8 (the packets are VP8): :func:`add_viewer_to` sets the
 transceiver's codec preferences to VP8 only.
 
-The relay's media is recorded after it is sent, a chunk at a time: a recording callback
-that raises stops the share (fail closed) with :attr:`StopCode.RECORDING_FAILED`.
+The relay records each encoded frame before any viewer gets it (``record_frame``, awaited
+by the fan-out); a recording that fails stops the share (fail closed) with
+:attr:`StopCode.RECORDING_FAILED`. ``on_chunk`` (about a second of frames at a time) is
+for callers that record after the fact, such as tests and tools.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import math
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,7 @@ from av.video.codeccontext import VideoCodecContext
 
 __all__ = [
     "CODEC",
+    "EncodedFrame",
     "Fanout",
     "FanoutStats",
     "FanoutStop",
@@ -216,6 +219,17 @@ class MediaChunk:
             raise ValueError("a media chunk needs positive dimensions")
         if self.keyframe != self.packets[0][2]:
             raise ValueError("a media chunk's keyframe flag must match its first packet")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """One encoded frame as the viewers get it (what ``record_frame`` records)."""
+
+    time: float
+    data: bytes
+    keyframe: bool
+    width: int
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,8 +460,9 @@ class Fanout:
     ``on_chunk`` gets a :class:`MediaChunk` about every ``chunk_seconds`` (cut early when
     the picture size changes, and the last one at stop); ``on_thumbnail`` a
     :class:`Thumbnail` for the first frame and then every ``thumbnail_every_s``;
-    ``on_stop`` the :class:`FanoutStop`, once. Callbacks run on the event loop; one that
-    raises stops the share (:attr:`StopCode.RECORDING_FAILED`).
+    ``on_stop`` the :class:`FanoutStop`, once. ``record_frame`` is awaited with each
+    :class:`EncodedFrame` before any viewer gets it. Callbacks run on the event loop; one
+    that raises stops the share (:attr:`StopCode.RECORDING_FAILED`).
     """
 
     def __init__(
@@ -458,6 +473,7 @@ class Fanout:
         on_chunk: Callable[[MediaChunk], None] | None = None,
         on_thumbnail: Callable[[Thumbnail], None] | None = None,
         on_stop: Callable[[FanoutStop], None] | None = None,
+        record_frame: Callable[[EncodedFrame], Awaitable[None]] | None = None,
         thumbnail_every_s: float = 5.0,
         thumbnail_width: int = 320,
         chunk_seconds: float = 1.0,
@@ -479,6 +495,7 @@ class Fanout:
         self._on_chunk = on_chunk
         self._on_thumbnail = on_thumbnail
         self._on_stop = on_stop
+        self._record_frame = record_frame
         self._thumbnail_every_s = thumbnail_every_s
         self._thumbnail_width = thumbnail_width
         self._chunk_seconds = chunk_seconds
@@ -645,6 +662,9 @@ class Fanout:
                 if png is not None and self._on_thumbnail is not None:
                     self._on_thumbnail(Thumbnail(now, png[0], png[1], png[2]))
                 for packet in packets:
+                    if self._record_frame is not None:
+                        # Recorded first: no viewer gets a frame whose record is not durable.
+                        await self._record_frame(self._encoded(packet, now, frame))
                     self._deliver(packet, now, frame.width, frame.height)
             except Exception as exc:
                 return FanoutStop(StopCode.RECORDING_FAILED, f"recording the share failed: {exc}")
@@ -677,6 +697,9 @@ class Fanout:
         packets = self._encoder.encode(frame, keyframe)
         png = _thumbnail(frame, self._thumbnail_width) if thumb else None
         return packets, png
+
+    def _encoded(self, packet: AvPacket, now: float, frame: av.VideoFrame) -> EncodedFrame:
+        return EncodedFrame(now, bytes(packet), bool(packet.is_keyframe), frame.width, frame.height)
 
     def _deliver(self, packet: AvPacket, now: float, width: int, height: int) -> None:
         packet.pts = self._last_pts

@@ -50,6 +50,8 @@ from relay.pki import identity_from_der
 from relay.registry import RegistrySnapshot, RegistryStore
 from relay.review import HeldMessage
 from relay.schedule import ScheduledClass, ScheduleStore
+from relay.screen_media import restrict_ice_addresses
+from relay.screen_session import ice_addresses
 from relay.session import CloseRequest, Delivery, LiveSession, Outcome, SessionState
 
 log = logging.getLogger("relay.server")
@@ -435,6 +437,7 @@ class Relay:
             policy=policy,
             join_early=config.join_early,
             join_late=config.join_late,
+            screen_settings=config.screen,
         )
         self.chokepoint = ChokePoint(self.state, self.audit, self, clock=clock)
         self.conns: dict[int, _ConnIO] = {}
@@ -474,6 +477,10 @@ class Relay:
         ):
             bound.append(await self._listen(listener, addr))
         self.addresses = BoundAddresses(bound[0], bound[1])
+        # Screen-share media goes only through the listener addresses (no STUN/TURN).
+        media_addresses = ice_addresses(bound)
+        if media_addresses is not None:
+            restrict_ice_addresses(media_addresses)
         self._spawn(self._ticker())
         await self.record(
             AuditEvent(
@@ -517,6 +524,8 @@ class Relay:
             await asyncio.wait(writers, timeout=2.0)
         for runner in self._runners:
             await runner.cleanup()
+        with contextlib.suppress(AuditError):
+            await self.chokepoint.screens.close()
         with contextlib.suppress(AuditError):
             await self.chokepoint.expire_all_holds("the relay stopped before review")
             await self.record(AuditEvent(kind=EventKind.RELAY_STOPPED, time=self.clock()))
@@ -605,6 +614,12 @@ class Relay:
             log.critical("class %s paused: %s", session.id, exc)
             frame, conns = session.pause(str(exc), self.clock())
             self._apply(Outcome(deliveries=(Delivery(frame, conns),)))
+            # Its screen shares stop too: their video could not be recorded.
+            self._spawn(self._stop_shares(session, f"the audit log failed: {exc}"))
+
+    async def _stop_shares(self, session: LiveSession, reason: str) -> None:
+        with contextlib.suppress(AuditError):
+            await self.chokepoint.screens.stop_session(session, reason)
 
     def _audit_failed(self, outcome: Outcome, exc: AuditError) -> None:
         """Nothing of ``outcome`` is delivered; its receivers are told why and cut off."""

@@ -22,6 +22,7 @@ from relay.limits import Limits
 from relay.messages import (
     CLIENT_TYPES,
     FORBIDDEN_CONTROLS,
+    MAX_SDP_CHARS,
     Ack,
     AckStatus,
     AlertNotice,
@@ -57,6 +58,14 @@ from relay.messages import (
     ServerMessage,
     SessionEnded,
     SessionInfo,
+    ShareAnswer,
+    ShareAsk,
+    ShareAsked,
+    ShareStart,
+    ShareStarted,
+    ShareStop,
+    ShareStopped,
+    ShareWatch,
     Welcome,
 )
 
@@ -440,6 +449,8 @@ def _decode_client_map(m: dict[str, Any], limits: Limits) -> ClientMessage:
         )
     if kind.startswith("editor_"):
         return _decode_editor(m, kind, L)
+    if kind.startswith("share_"):
+        return _decode_share(m, kind, L)
     r = _Reader(m, kind, L, {"id"})
     if kind == "review_list":
         return _build(kind, lambda: ReviewList(id=r.msg_id()))
@@ -493,6 +504,47 @@ def _decode_editor(m: dict[str, Any], kind: str, L: Limits) -> ClientMessage:
     )
 
 
+def _decode_share(m: dict[str, Any], kind: str, L: Limits) -> ClientMessage:
+    if kind == "share_start":
+        r = _Reader(m, kind, L, {"id", "sdp"})
+        return _build(kind, lambda: ShareStart(id=r.msg_id(), sdp=r.req_str("sdp", MAX_SDP_CHARS)))
+    if kind == "share_watch":
+        r = _Reader(m, kind, L, {"id", "share", "sdp"})
+        return _build(
+            kind,
+            lambda: ShareWatch(
+                id=r.msg_id(), share=r.req_str("share", 100), sdp=r.req_str("sdp", MAX_SDP_CHARS)
+            ),
+        )
+    if kind == "share_stop":
+        r = _Reader(m, kind, L, {"id", "share", "reason"})
+        return _build(
+            kind,
+            lambda: ShareStop(
+                id=r.msg_id(),
+                share=r.req_str("share", 100),
+                reason=r.str_("reason", max_chars=L.max_reason_chars, required=False) or "",
+            ),
+        )
+    r = _Reader(m, kind, L, {"id", "learner"})
+    return _build(kind, lambda: ShareAsk(id=r.msg_id(), learner=r.name("learner") or ""))
+
+
+def _share_client_map(msg: ClientMessage) -> dict[str, Any] | None:
+    if isinstance(msg, ShareStart):
+        return {"t": "share_start", "id": msg.id, "sdp": msg.sdp}
+    if isinstance(msg, ShareWatch):
+        return {"t": "share_watch", "id": msg.id, "share": msg.share, "sdp": msg.sdp}
+    if isinstance(msg, ShareStop):
+        out: dict[str, Any] = {"t": "share_stop", "id": msg.id, "share": msg.share}
+        if msg.reason:
+            out["reason"] = msg.reason
+        return out
+    if isinstance(msg, ShareAsk):
+        return {"t": "share_ask", "id": msg.id, "learner": msg.learner}
+    return None
+
+
 def _editor_client_map(msg: ClientMessage) -> dict[str, Any] | None:
     if isinstance(msg, EditorUpdate):
         return {"t": "editor_update", "id": msg.id, "ws": msg.ws, "update": msg.update}
@@ -511,7 +563,7 @@ def _editor_client_map(msg: ClientMessage) -> dict[str, Any] | None:
 
 
 def client_to_map(msg: ClientMessage) -> dict[str, Any]:
-    editor = _editor_client_map(msg)
+    editor = _editor_client_map(msg) or _share_client_map(msg)
     if editor is not None:
         return editor
     if isinstance(msg, Hello):
@@ -587,6 +639,27 @@ def server_to_map(msg: ServerMessage) -> dict[str, Any]:
             "update": msg.update,
             "sv": msg.sv,
         }
+    if isinstance(msg, ShareAnswer):
+        return {"t": "share_answer", "ref": msg.ref, "share": msg.share, "sdp": msg.sdp}
+    if isinstance(msg, ShareStarted):
+        return {
+            "t": "share_started",
+            "share": msg.share,
+            "by": msg.by,
+            "time": msg.time,
+            "width": msg.width,
+            "height": msg.height,
+        }
+    if isinstance(msg, ShareStopped):
+        return {
+            "t": "share_stopped",
+            "share": msg.share,
+            "by": msg.by,
+            "reason": msg.reason,
+            "time": msg.time,
+        }
+    if isinstance(msg, ShareAsked):
+        return {"t": "share_asked", "by": msg.by, "time": msg.time, "until": msg.until}
     if isinstance(msg, EditorModeEvent):
         return {
             "t": "editor_mode",
@@ -922,6 +995,8 @@ def decode_server(data: bytes, limits: Limits = CLIENT_SIDE_LIMITS) -> ServerMes
         )
     if kind.startswith("editor_"):
         return _decode_editor_server(m, kind, L)
+    if kind.startswith("share_"):
+        return _decode_share_server(m, kind, L)
     if kind == "session_ended":
         r = _Reader(m, kind, L, {"reason", "by", "time"})
         return _build(
@@ -979,6 +1054,49 @@ def _decode_editor_server(m: dict[str, Any], kind: str, L: Limits) -> ServerMess
                 shared=_strs(r.list_("shared"), "editor_mode.shared"),
                 by=r.req_str("by", 80),
                 time=r.float_("time"),
+            ),
+        )
+    _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")
+
+
+def _decode_share_server(m: dict[str, Any], kind: str, L: Limits) -> ServerMessage:
+    if kind == "share_answer":
+        r = _Reader(m, kind, L, {"ref", "share", "sdp"})
+        return _build(
+            kind,
+            lambda: ShareAnswer(
+                ref=r.msg_id("ref"), share=r.req_str("share", 100), sdp=r.req_str("sdp", 65_536)
+            ),
+        )
+    if kind == "share_started":
+        r = _Reader(m, kind, L, {"share", "by", "time", "width", "height"})
+        return _build(
+            kind,
+            lambda: ShareStarted(
+                share=r.req_str("share", 100),
+                by=r.req_str("by", 80),
+                time=r.float_("time"),
+                width=r.int_("width", required=False),
+                height=r.int_("height", required=False),
+            ),
+        )
+    if kind == "share_stopped":
+        r = _Reader(m, kind, L, {"share", "by", "reason", "time"})
+        return _build(
+            kind,
+            lambda: ShareStopped(
+                share=r.req_str("share", 100),
+                by=r.req_str("by", 80),
+                reason=r.str_("reason", max_chars=2000, required=False) or "",
+                time=r.float_("time"),
+            ),
+        )
+    if kind == "share_asked":
+        r = _Reader(m, kind, L, {"by", "time", "until"})
+        return _build(
+            kind,
+            lambda: ShareAsked(
+                by=r.req_str("by", 80), time=r.float_("time"), until=r.float_("until")
             ),
         )
     _refuse(ErrorCode.UNKNOWN_TYPE, f"message type {kind[:40]!r} is unknown")

@@ -50,11 +50,24 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "instructor",
         {"t": "editor_share", "id": "s-share", "learner": "l1002", "shared": True},
     ),
+    "share_start": (
+        "instructor",
+        {"t": "share_start", "id": "s-pub", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"},
+    ),
+    "share_watch": (
+        "learner",
+        {"t": "share_watch", "id": "s-watch", "share": "py101.s9-0000", "sdp": "v=0\r\n"},
+    ),
+    "share_stop": ("staff", {"t": "share_stop", "id": "s-stop", "share": "py101.s9-0000"}),
+    "share_ask": ("instructor", {"t": "share_ask", "id": "s-ask", "learner": "l1002"}),
 }
 ANSWERED_TO_SENDER = {
     "review_list": "review.listed",
     "review": "message.refused",
     "editor_sync": "editor.sync",
+    "share_start": "message.refused",
+    "share_watch": "message.refused",
+    "share_stop": "message.refused",
 }
 """Types whose effect only the sender sees: its answer, recorded before it arrives."""
 
@@ -152,12 +165,15 @@ async def test_each_type_is_recorded_before_anything_is_delivered(
             "editor_presence": "editor.presence",
             "editor_lecture": "editor.mode",
             "editor_share": "editor.mode",
+            "share_ask": "screen.asked",
         }[kind]
         assert any(r["kind"] == expected for r in new), (kind, new)
         if kind.startswith("editor_"):
             assert got["t"] == {"editor_lecture": "editor_mode", "editor_share": "editor_mode"}.get(
                 kind, kind
             )
+        if kind == "share_ask":
+            assert got["t"] == "share_asked"
         if kind == "chat":
             assert got["t"] == "chat"
             assert any(r.get("msg_id") == "s-chat" for r in new)

@@ -272,7 +272,7 @@ def test_init_creates_every_file_private(facility: FacilityHome) -> None:
     assert (facility.root / "lexicon.txt").read_text() == DEFAULT_LEXICON_TXT
     assert load_policy(facility.policy_toml).version == default_policy().version
     doc = tomllib.loads(DEFAULT_POLICY_TOML)
-    assert doc["routing"] == {"learner_to_learner_direct": False}
+    assert doc["routing"] == {"learner_to_learner_direct": False, "learner_screen_share": True}
     assert {r["id"] for r in doc["rule"]} >= {"contact.link", "contact.details"}
     assert not facility.ca_key_encrypted()
     assert not any(p.name.endswith(".tmp") for p in facility.root.rglob("*"))

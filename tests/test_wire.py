@@ -45,6 +45,14 @@ from relay.messages import (
     ReviewOutcome,
     SessionEnded,
     SessionInfo,
+    ShareAnswer,
+    ShareAsk,
+    ShareAsked,
+    ShareStart,
+    ShareStarted,
+    ShareStop,
+    ShareStopped,
+    ShareWatch,
     Welcome,
 )
 
@@ -102,6 +110,11 @@ CLIENT_MESSAGES = [
     EditorPresence(id="y4", ws="class"),
     EditorLecture(id="y5", on=True),
     EditorShare(id="y6", learner="l1001", shared=False),
+    ShareStart(id="v1", sdp="v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"),
+    ShareWatch(id="v2", share="py101.s1-ab12", sdp="v=0\r\n"),
+    ShareStop(id="v3", share="py101.s1-ab12", reason="done"),
+    ShareStop(id="v4", share="py101.s1-ab12"),
+    ShareAsk(id="v5", learner="l1001"),
 ]
 
 
@@ -231,6 +244,10 @@ SERVER_MESSAGES = [
     EditorPresenceEvent(ws="class", who="learner:l1", file="a.py", anchor=1, head=2, time=13.0),
     EditorPresenceEvent(ws="class", who="learner:l1", file=None, anchor=0, head=0, time=14.0),
     EditorModeEvent(lecture=True, shared=("learner:l1",), by="instructor:alice", time=15.0),
+    ShareAnswer(ref="v1", share="py101.s1-ab12", sdp="v=0\r\n"),
+    ShareStarted(share="py101.s1-ab12", by="instructor:alice", time=16.0, width=1280, height=720),
+    ShareStopped(share="py101.s1-ab12", by="relay", reason="the class ended", time=17.0),
+    ShareAsked(by="instructor:alice", time=18.0, until=618.0),
 ]
 
 
