@@ -19,6 +19,13 @@ redacted change arrives before its ack and is applied to the replica, so after t
 the replica shows what the relay kept. A refused change leaves the replica holding what
 no one else has, so the workspace is then reloaded from the relay. Editor updates,
 presence and mode changes are also emitted as events (``next_event``).
+
+Screen share (docs/protocol.md section 10): ``share_start(track)`` shares a video track
+with the class (WebRTC through the relay, :mod:`relay.share_client`), ``share_watch``
+receives a share, ``share_stop`` ends one, ``share_ask`` (instructor) asks a learner to
+show their screen. ``share_started``, ``share_stopped`` and ``share_asked`` are emitted as
+events and tracked in :attr:`RelayClient.shares` and :attr:`RelayClient.asked_until`.
+aiortc is imported only when a share is first used.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -77,8 +84,21 @@ from relay.messages import (
     ReviewList,
     ServerMessage,
     SessionEnded,
+    ShareAnswer,
+    ShareAsk,
+    ShareAsked,
+    ShareStart,
+    ShareStarted,
+    ShareStop,
+    ShareStopped,
+    ShareWatch,
     Welcome,
 )
+
+if TYPE_CHECKING:
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from relay.share_client import ShareHandle
 
 log = logging.getLogger("relay.client")
 
@@ -199,6 +219,12 @@ class RelayClient:
         """(workspace, participant) -> where that participant's cursor last was."""
         self._synced: set[str] = set()
         self._editor_tasks: set[asyncio.Task[None]] = set()
+        self.shares: dict[str, ShareStarted] = {}
+        """Running shares this participant may watch (share id -> its share_started)."""
+        self.asked_until: float | None = None
+        """A learner: until when the instructor's ask to share the screen holds (or None)."""
+        self.share_handles: dict[str, ShareHandle] = {}
+        """The shares this client sends or watches now (share id -> handle)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -245,6 +271,7 @@ class RelayClient:
         self._closing = True
         for task in list(self._editor_tasks):
             task.cancel()
+        await self._end_handles("client", "the client closed")
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -462,6 +489,113 @@ class RelayClient:
         except ValueError as exc:
             raise ClientError(f"nothing was changed: {exc}") from exc
         return await self._request(msg)
+
+    # -- screen share ----------------------------------------------------------------
+
+    async def share_start(self, track: MediaStreamTrack) -> ShareHandle:
+        """Share ``track`` (video) through the relay; the handle of the running share.
+
+        Raises :class:`ClientError` with the relay's reason when it refuses (a learner
+        not asked, a share already running, ...).
+        """
+        from relay.share_client import apply_answer, publisher_offer
+
+        handle, sdp = await publisher_offer(track)
+        try:
+            answer = await self._ask(ShareStart(id=self._new_id(), sdp=sdp))
+            share = self._share_answer(answer, "share your screen")
+            await apply_answer(handle, share.share, share.sdp)
+        except BaseException:
+            await handle.close()
+            raise
+        self.share_handles[share.share] = handle
+        return handle
+
+    async def share_watch(
+        self, share_id: str, *, track_wait_s: float | None = None
+    ) -> tuple[ShareHandle, MediaStreamTrack]:
+        """Watch share ``share_id``: its handle and the video track received from the relay.
+
+        Raises :class:`ClientError` when the relay refuses, or when no track arrives
+        within ``track_wait_s`` seconds (default 10).
+        """
+        from relay.share_client import DEFAULT_TRACK_WAIT_S, apply_answer, viewer_offer
+
+        handle, sdp, arrived = await viewer_offer()
+        try:
+            try:
+                msg = ShareWatch(id=self._new_id(), share=share_id, sdp=sdp)
+            except ValueError as exc:
+                raise ClientError(f"nothing was watched: {exc}") from exc
+            answer = await self._ask(msg)
+            share = self._share_answer(answer, f"watch share '{share_id}'")
+            await apply_answer(handle, share.share, share.sdp)
+            wait = DEFAULT_TRACK_WAIT_S if track_wait_s is None else track_wait_s
+            try:
+                track = await asyncio.wait_for(arrived, wait)
+            except TimeoutError:
+                raise ClientError(
+                    f"the relay answered but sent no video for share '{share_id}' within {wait:g} s"
+                ) from None
+        except BaseException:
+            await handle.close()
+            raise
+        handle.track = track
+        old = self.share_handles.pop(share.share, None)
+        if old is not None:
+            await old.close()
+        self.share_handles[share.share] = handle
+        return handle, track
+
+    async def share_stop(self, share_id: str, reason: str = "") -> Ack:
+        """End share ``share_id`` (your own; the instructor or staff: any in the class)."""
+        try:
+            msg = ShareStop(id=self._new_id(), share=share_id, reason=reason)
+        except ValueError as exc:
+            raise ClientError(f"nothing was stopped: {exc}") from exc
+        ack = await self._request(msg)
+        if ack.status is AckStatus.DELIVERED:
+            await self._end_handle(share_id, self.me.pid if self.me else "client", reason)
+        return ack
+
+    async def share_ask(self, learner: str) -> Ack:
+        """Instructor: ask learner ``learner`` (l1001 or learner:l1001) to share their screen."""
+        name = learner.removeprefix("learner:")
+        try:
+            msg = ShareAsk(id=self._new_id(), learner=name)
+        except ValueError as exc:
+            raise ClientError(f"nothing was asked: {exc}") from exc
+        return await self._request(msg)
+
+    @staticmethod
+    def _share_answer(answer: _Answer, what: str) -> ShareAnswer:
+        if isinstance(answer, Ack):
+            code = ErrorCode.by_number(answer.code) if answer.code is not None else None
+            raise ClientError(answer.text or f"the relay refused to let you {what}", code)
+        if not isinstance(answer, ShareAnswer):
+            raise ClientError(f"the relay answered the request to {what} with an unexpected frame")
+        return answer
+
+    async def _end_handle(self, share_id: str, by: str, reason: str) -> None:
+        from relay.share_client import ShareEnd
+
+        handle = self.share_handles.pop(share_id, None)
+        if handle is not None:
+            await handle.close(ShareEnd(by, reason))
+
+    async def _end_handles(self, by: str, reason: str) -> None:
+        for share_id in list(self.share_handles):
+            await self._end_handle(share_id, by, reason)
+
+    async def _share_event(self, event: ShareStarted | ShareStopped | ShareAsked) -> None:
+        if isinstance(event, ShareStarted):
+            self.shares[event.share] = event
+        elif isinstance(event, ShareStopped):
+            self.shares.pop(event.share, None)
+            await self._end_handle(event.share, event.by, event.reason)
+        else:
+            self.asked_until = event.until
+        await self._emit(event)
 
     def _spawn(self, coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task = asyncio.get_running_loop().create_task(coro())
@@ -684,6 +818,11 @@ class RelayClient:
                 )
                 self.last_seq = 0
             resumed = self.welcome is not None
+            if resumed:
+                # The relay ended our shares and viewing when the old connection went; it
+                # sends share_started again for the shares still running.
+                self.shares.clear()
+                await self._end_handles("relay", "the connection to the relay was lost")
             self.welcome = event
             self.roster = {p.pid: p for p in event.roster}
             self.hands = set(event.hands)
@@ -697,6 +836,14 @@ class RelayClient:
             if resumed and self.editor.workspaces():
                 # Reconnected: catch up on what changed in the editor meanwhile.
                 self._spawn(self._resync_all)
+            return
+        if isinstance(event, ShareAnswer):
+            entry = self._pending.pop(event.ref, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(event)
+            return
+        if isinstance(event, ShareStarted | ShareStopped | ShareAsked):
+            await self._share_event(event)
             return
         if isinstance(event, EditorState):
             entry = self._pending.pop(event.ref, None)
@@ -776,8 +923,8 @@ class RelayClient:
         await self._events.put(event)
 
 
-_Answer = Ack | Holds | EditorState
-"""What answers a request: an ack, the review list, or a workspace's state."""
+_Answer = Ack | Holds | EditorState | ShareAnswer
+"""What answers a request: an ack, the review list, a workspace's state, a share's answer."""
 
 _SHOWN_OWN = frozenset({AckStatus.DELIVERED, AckStatus.REDACTED})
 """Acks of own chat messages that the others received (as sent, or redacted)."""
