@@ -768,6 +768,11 @@ class ChokePoint:
         conn.bucket = TokenBucket(limits.msgs_per_second, limits.msgs_burst)
         conn.editor_bucket = TokenBucket(limits.editor_msgs_per_second, limits.editor_msgs_burst)
         outcome = session.join(request.participant, conn.id, hello.resume_after, now, conn.peer)
+        running = self.screens.running_for(session, request.participant)
+        if running:
+            # Shares already running: the joiner learns of them right after welcome.
+            first, *rest = running
+            outcome += Outcome(deliveries=(Delivery(first, (conn.id,), tuple(rest)),))
         editor = self.state.editors.get(session.id)
         if editor is not None and not editor.default_mode:
             # Lecture mode or shared workspaces: the joiner learns it right after welcome.
@@ -829,7 +834,9 @@ class ChokePoint:
         receipt: Awaitable[None] = self.audit.submit(outcome.events)
         if receipts is not None:
             receipt = asyncio.ensure_future(receipt)
-            receipts.append(receipt)
+            # Shielded: the receipt is shared by a whole commit group, and cancelling a
+            # task that awaits it (a share being stopped) must not cancel it for others.
+            receipts.append(asyncio.shield(receipt))
         return self.deliverer.deliver(session, receipt, outcome)
 
     async def _submit(self, session: LiveSession | None, outcome: Outcome) -> None:

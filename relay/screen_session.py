@@ -139,6 +139,14 @@ class ScreenShares:
     def of_session(self, session_id: str) -> list[Share]:
         return [s for s in self.shares.values() if s.session.id == session_id]
 
+    def running_for(self, session: LiveSession, who: Participant) -> tuple[bytes, ...]:
+        """``share_started`` frames of the running shares ``who`` may watch."""
+        return tuple(
+            wire.encode_server(ShareStarted(s.id, s.publisher.pid, s.started, s.width, s.height))
+            for s in self.of_session(session.id)
+            if s.may_watch(who) and s.publisher.pid != who.pid and not s.stopping
+        )
+
     def _audience(self, share: Share, exclude: int = 0) -> tuple[int, ...]:
         return share.session.conns_where(share.may_watch, exclude=exclude)
 

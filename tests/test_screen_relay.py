@@ -214,3 +214,20 @@ async def test_every_frame_viewers_get_was_recorded_first(facility: Facility, re
     assert decoded >= received
     assert media[0]["detail"].startswith(f"share {share}: VP8 320x240")
     assert media[0]["detail"].endswith("keyframe")
+
+
+async def test_a_late_joiner_learns_of_the_share_and_sees_a_picture_quickly(
+    facility: Facility, relay: Relay
+) -> None:
+    async with joined(facility, relay, "instructor:alice") as alice:
+        pub, answer = await publish(alice)
+        share = answer["share"]
+        await asyncio.sleep(1.0)
+        async with joined(facility, relay, "learner:l1002", "pc-02") as late:
+            started = await late.recv_type("share_started")
+            assert started["share"] == share
+            pc, track = await watch(late, share)
+            frame = await asyncio.wait_for(track.recv(), 10)
+            assert (frame.width, frame.height) == (320, 240)
+            await pc.close()
+        await pub.close()
