@@ -45,6 +45,14 @@ from relay.audit_editor import (
     valid_workspace,
 )
 from relay.audit_index import AuditIndex, IndexedRecord, SearchFilter
+from relay.audit_media import (
+    MEDIA_KINDS,
+    SCREEN_KINDS,
+    MediaError,
+    ShareRecording,
+    ShareTally,
+    share_id_of,
+)
 from relay.audit_read import AuditReader, StoredRecord
 from relay.auditlog import Checkpoint, key_fingerprint, raw_public
 from relay.errors import AuditError, AuditLogError, CredentialError, RelayError
@@ -310,6 +318,8 @@ def transcript_line(record: StoredRecord) -> str:
         body = f"{who} read the audit log" + (f": {reason}" if reason else "")
     elif record.kind in _EDITOR_SHOWN:
         body = _editor_body(record.kind, d, who)
+    elif record.kind in SCREEN_KINDS:
+        body = _screen_body(record.kind, d, who)
     else:
         body = f"{record.kind} {who}" + _bracket([_s(d, "decision"), _s(d, "error"), reason])
     return f"{local_time(record.time)}  {body}"
@@ -398,6 +408,35 @@ def _editor_body(kind: str, d: dict[str, Any], who: str) -> str:
     )
 
 
+_STARTED_DETAIL = re.compile(r"share [^;]+; watched by (?P<audience>[^;]+)(?:; (?P<rest>.*))?")
+
+
+def _screen_body(kind: str, d: dict[str, Any], who: str) -> str:
+    """A screen share's record (docs/audit.md, CR330-CR335) as a transcript line."""
+    detail = _s(d, "detail") or ""
+    share = visible(share_id_of(detail) or "?")
+    if kind == "screen.started":
+        match = _STARTED_DETAIL.match(detail)
+        said = (
+            [f"watched by {visible(match['audience'])}", visible(match["rest"] or "") or None]
+            if match
+            else [visible(detail)]
+        )
+        return f"share {share} started by {who}" + _bracket(
+            [*said, f"rule {_s(d, 'rule')}" if d.get("rule") else None]
+        )
+    if kind == "screen.watched":
+        return f"share {share} watched by {who}"
+    if kind == "screen.stopped":
+        reason = detail.split(": ", 1)[1] if ": " in detail else ""
+        return f"share {share} stopped by {who}" + (f": {visible(reason)}" if reason else "")
+    if kind == "screen.asked":
+        asked = visible(_s(d, "recipient") or "?")
+        return f"{who} asked {asked} to show their screen"
+    # screen.media / screen.thumbnail shown one by one (Transcript summarises them)
+    return f"{kind} {who}" + _bracket([visible(detail) or None])
+
+
 @dataclasses.dataclass(slots=True)
 class _TypingRun:
     """Plain delivered edits of one person in one workspace, shown as one line."""
@@ -460,11 +499,26 @@ class Transcript:
     def __init__(self) -> None:
         self.unshown = 0
         self._run: _TypingRun | None = None
+        self._media = ShareTally(contents=False)
+        self._media_pending: dict[str, StoredRecord] = {}
+        """Shares with pictures not yet summarised: the first media record of each."""
 
     def feed(self, record: StoredRecord) -> list[str]:
         if record.kind in EDITOR_UNSHOWN:
             self.unshown += 1
             return []
+        if record.kind in MEDIA_KINDS:
+            share = self._tally(record)
+            if share is not None:
+                self._media_pending.setdefault(share.id, record)
+                return []
+            return [*self._flush_run(), transcript_line(record)]
+        if record.kind == "screen.stopped":
+            share_id = share_id_of(_s(record.to_dict(), "detail"))
+            out = self._flush_run()
+            if share_id is not None:
+                out += self._summary(share_id)
+            return [*out, transcript_line(record)]
         edit = _plain_edit(record)
         run = self._run
         if edit is not None and run is not None and self._joins(run, edit):
@@ -476,7 +530,7 @@ class Transcript:
             run.encrypted = run.encrypted or edit.encrypted
             run.count += 1
             return []
-        out = self.finish()
+        out = self._flush_run()
         if edit is not None:
             self._run = edit
         else:
@@ -492,10 +546,31 @@ class Transcript:
             and 0 <= edit.first.time - run.last.time < TYPING_RUN_GAP_S
         )
 
-    def finish(self) -> list[str]:
+    def _flush_run(self) -> list[str]:
         """The line of the edits still being joined, if any."""
         run, self._run = self._run, None
         return [run.line()] if run is not None else []
+
+    def _tally(self, record: StoredRecord) -> ShareRecording | None:
+        try:
+            return self._media.feed(record.to_dict())
+        except MediaError:
+            return None  # shown as a line of its own
+
+    def _summary(self, share_id: str) -> list[str]:
+        """One line for a share's frames and thumbnails (at the time of its first)."""
+        first = self._media_pending.pop(share_id, None)
+        share = self._media.shares.get(share_id)
+        if first is None or share is None:
+            return []
+        return [f"{local_time(first.time)}  {visible(share.summary())}"]
+
+    def finish(self) -> list[str]:
+        """The lines still held back: edits being joined, shares not yet summarised."""
+        out = self._flush_run()
+        for share_id in list(self._media_pending):
+            out += self._summary(share_id)
+        return out
 
 
 def csv_cell(value: object) -> str:
@@ -697,11 +772,15 @@ def cmd_audit_show(args: argparse.Namespace, home: FacilityHome) -> int:
 
     session = _name(args.session, "class id")
     assert session is not None
+    if args.editor and args.media:
+        raise _usage("--editor shows the editor's files, --media the screen shares: pick one")
     if args.editor:
         return cmd_audit_show_editor(args, home, session)
     for option in ("at", "ws", "file", "out"):
         if getattr(args, option) is not None:
             raise _usage(f"--{option} goes with --editor (the files of the shared editor)")
+    if args.media:
+        return cmd_audit_show_media(args, home, session)
     home.require()
     access = _access(home, args.bundle, contents=True)
     words = ["audit", "show", session] + (["--json"] if args.json else [])
@@ -723,6 +802,79 @@ def cmd_audit_show(args: argparse.Namespace, home: FacilityHome) -> int:
         _note(
             f"{transcript.unshown} editor sync and presence record(s) not shown "
             "(--json shows every record)"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# show --media: the screen shares of a class
+# ---------------------------------------------------------------------------------------
+
+
+def _screen_event_kinds() -> tuple[EventKind, ...]:
+    return tuple(k for k in EventKind if k.name_ in SCREEN_KINDS)
+
+
+def session_shares(home: FacilityHome, access: AuditAccess, session: str) -> list[ShareRecording]:
+    """The class's screen shares from their records' clear fields (found by the index,
+    read from the log; nothing decrypted)."""
+    reader = access.reader(home)
+    tally = ShareTally(contents=False)
+    flt = SearchFilter(session=session, kinds=_screen_event_kinds())
+    rows = AuditIndex(home.audit_dir).search(flt)
+    with contextlib.closing(rows):
+        for row in rows:
+            tally.feed(read_indexed(reader, row, decrypt=False).to_dict())
+    return tally.recordings()
+
+
+def share_listing(share: ShareRecording) -> list[str]:
+    """A share for ``audit show SESSION --media``: who, when, how it ended, its pictures."""
+    started = local_time(share.started) if share.started is not None else "(start not recorded)"
+    by = visible(share.publisher or "?")
+    lines = [f"share {visible(share.id)}  started {started} by {by}"]
+    if share.audience:
+        lines.append(
+            f"  watched by {visible(share.audience)}"
+            + (
+                f": {', '.join(sorted({visible(w) for _, w in share.watchers}))}"
+                if share.watchers
+                else " (nobody watched)"
+            )
+        )
+    if share.stopped is not None:
+        why = f": {visible(share.reason)}" if share.reason else ""
+        lines.append(
+            f"  stopped {local_time(share.stopped)} by {visible(share.stopped_by or '?')}{why}"
+        )
+    else:
+        lines.append("  no stop recorded (the log ends while it ran, or the relay stopped)")
+    lines.append(f"  {visible(share.summary().split(': ', 1)[1])}")
+    lines.append(f"  records {share.first_seq}..{share.last_seq}")
+    return lines
+
+
+def cmd_audit_show_media(args: argparse.Namespace, home: FacilityHome, session: str) -> int:
+    from relay.cli import _note, _say
+
+    home.require()
+    access = _access(home, args.bundle, contents=False)
+    words = ["audit", "show", session, "--media"] + (["--json"] if args.json else [])
+    record_read(home, access, asked_text(words))
+    shares = session_shares(home, access, session)
+    if not shares:
+        _note(f"the audit log has no screen share of class {session!r}")
+        return 0
+    for share in shares:
+        if args.json:
+            _say(json.dumps(share.to_json(), ensure_ascii=False, sort_keys=True))
+        else:
+            for line in share_listing(share):
+                _say(line)
+    if not args.json:
+        _note(
+            f"{len(shares)} share(s); export them as video with 'classroom-relay audit export "
+            f"--session {session} --media DIR'"
         )
     return 0
 
@@ -1080,6 +1232,14 @@ def cmd_audit_export(args: argparse.Namespace, home: FacilityHome) -> int:
 
     session = _name(args.session, "class id")
     assert session is not None
+    if args.media is None and (args.format is None or args.out is None):
+        raise _usage(
+            "give --format and --out (the records), --media DIR (the screen shares), or both"
+        )
+    if (args.format is None) != (args.out is None):
+        raise _usage("--format and --out go together")
+    if args.out is None:
+        return cmd_audit_export_media(args, home, session)
     fmt = ExportFormat(args.format)
     out_dir = Path(args.out)
     data_path = out_dir / f"{session}.{fmt.value}"
@@ -1094,7 +1254,11 @@ def cmd_audit_export(args: argparse.Namespace, home: FacilityHome) -> int:
     config = home.load_config()
     access = _access(home, args.bundle, contents=True)
     words = ["audit", "export", "--session", session, "--format", fmt.value, "--out"]
-    record_read(home, access, asked_text([*words, str(out_dir)]))
+    words.append(str(out_dir))
+    if args.media is not None:
+        words += ["--media", str(args.media)]
+        _media_targets(Path(args.media), session)  # refuse before anything is read
+    record_read(home, access, asked_text(words))
     reader = access.reader(home)
     records = [r for r in _session_scan(reader, session)]
     segments = [segment_hash(p) for p in list_segments(home.audit_dir)]
@@ -1119,6 +1283,162 @@ def cmd_audit_export(args: argparse.Namespace, home: FacilityHome) -> int:
     _write_new(data_path, data)
     _write_new(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     _say(f"Exported {len(records)} record(s) of class {session} to {data_path}")
+    _say(f"Manifest (hashes, signed checkpoint): {manifest_path}")
+    if args.media is not None:
+        return _export_media(home, access, session, Path(args.media))
+    return 0
+
+
+MEDIA_EXPORT_FORMAT_NAME = "classroom-relay audit media export v1"
+
+
+def _media_targets(media_dir: Path, session: str) -> Path:
+    """The media manifest's path; refuses a directory that is not one, or a manifest that
+    exists (an export never overwrites)."""
+    if media_dir.exists() and (media_dir.is_symlink() or not media_dir.is_dir()):
+        raise _usage(f"refused --media {media_dir}: it is not a directory")
+    manifest = media_dir / f"{session}.media.manifest.json"
+    if manifest.exists() or manifest.is_symlink():
+        raise _usage(
+            f"refused to export: {manifest} exists, and an export never overwrites a file; "
+            "choose another --media directory"
+        )
+    return manifest
+
+
+def _screen_scan(reader: AuditReader, session: str) -> Iterator[StoredRecord]:
+    """The class's screen share records, read straight from the log (not the index), the
+    contents of the frames and thumbnails decrypted."""
+    for record in reader.records(decrypt=False):
+        if record.fields.get("session") == session and record.kind in SCREEN_KINDS:
+            if record.encrypted and reader.staff_key is not None:
+                yield reader.record_at(record.segment, record.offset)
+            else:
+                yield record
+
+
+def media_manifest(
+    *,
+    session: str,
+    shares: Sequence[ShareRecording],
+    records: Sequence[StoredRecord],
+    files: Sequence[tuple[str, bytes]],
+    segments: Sequence[SegmentHash],
+    checkpoint: Checkpoint | None,
+    access: AuditAccess,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The chain-of-custody manifest of a media export (pure): every file written, with
+    its SHA-256, the share it is of, and the records it was made from."""
+    from relay.audit_keys import signing_public_text
+
+    last = records[-1].seq if records else None
+    return {
+        "format": MEDIA_EXPORT_FORMAT_NAME,
+        "session": session,
+        "records": len(records),
+        "first_seq": records[0].seq if records else None,
+        "last_seq": last,
+        "shares": [s.to_json() for s in shares],
+        "files": [
+            {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in files
+        ],
+        "segments": [dataclasses.asdict(s) for s in segments],
+        "checkpoint": checkpoint_json(checkpoint, access) if checkpoint is not None else None,
+        "checkpoint_covers_export": bool(
+            checkpoint is not None and last is not None and checkpoint.seq >= last
+        ),
+        "signing_key": {
+            "fingerprint": key_fingerprint(raw_public(access.signing_key)),
+            "public": signing_public_text(access.signing_key),
+        },
+        "exported_by": access.reader_name,
+        "exported_at": utc_text(now),
+    }
+
+
+def cmd_audit_export_media(args: argparse.Namespace, home: FacilityHome, session: str) -> int:
+    media_dir = Path(args.media)
+    _media_targets(media_dir, session)
+    home.require()
+    access = _access(home, args.bundle, contents=True)
+    words = ["audit", "export", "--session", session, "--media", str(media_dir)]
+    record_read(home, access, asked_text(words))
+    return _export_media(home, access, session, media_dir)
+
+
+def _export_media(home: FacilityHome, access: AuditAccess, session: str, media_dir: Path) -> int:
+    """Write every share of ``session`` (video, thumbnails) and the media manifest."""
+    from relay.audit_media import plan_share, write_share
+    from relay.audit_store import CheckpointSink, list_segments
+    from relay.cli import _note, _say
+
+    manifest_path = _media_targets(media_dir, session)
+    config = home.load_config()
+    reader = access.reader(home)
+    records = list(_screen_scan(reader, session))
+    tally = ShareTally(contents=True)
+    try:
+        for record in records:
+            if record.encrypted and record.contents is None and record.kind in MEDIA_KINDS:
+                raise CredentialError("exporting screen shares needs the staff audit key")
+            tally.feed(record.to_dict())
+        shares = tally.recordings()
+        plans = [plan_share(share, media_dir) for share in shares]
+    except MediaError as exc:
+        raise AuditLogError(
+            f"the screen recording cannot be read back: {exc}; nothing was written; run "
+            "'classroom-relay audit verify'"
+        ) from None
+    for plan in plans:
+        for path in plan.paths():
+            if path.exists() or path.is_symlink():
+                raise _usage(
+                    f"refused to export: {path} exists, and an export never overwrites a "
+                    "file; nothing was written; choose another --media directory"
+                )
+        folder = media_dir / plan.share.id
+        if plan.thumbnails and (folder.is_symlink() or (folder.exists() and not folder.is_dir())):
+            raise _usage(f"refused to export: {folder} is not a plain folder; nothing was written")
+    segments = [segment_hash(p) for p in list_segments(home.audit_dir)]
+    try:
+        checkpoint = CheckpointSink(home.checkpoint_sink(config)).read()
+    except AuditLogError as exc:
+        _note(f"the manifest has no checkpoint: {exc}")
+        checkpoint = None
+    media_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written: list[tuple[str, bytes]] = []
+    for plan in plans:
+        try:
+            paths = write_share(plan)
+        except FileExistsError as exc:
+            raise _usage(
+                f"refused to write {exc.filename}: it exists and is never overwritten"
+            ) from None
+        except (MediaError, ValueError) as exc:
+            raise AuditLogError(f"share {plan.share.id} could not be written: {exc}") from None
+        for path in paths:
+            written.append((path.relative_to(media_dir).as_posix(), path.read_bytes()))
+        if plan.video is None:
+            _note(f"share {plan.share.id} has no keyframe recorded: no video written")
+        thumbs = len(plan.thumbnails)
+        where = f", {thumbs} thumbnail(s) in {media_dir / plan.share.id}" if thumbs else ""
+        _say(f"share {plan.share.id}: {plan.video or '(no video)'}{where}")
+    manifest = media_manifest(
+        session=session,
+        shares=shares,
+        records=records,
+        files=written,
+        segments=segments,
+        checkpoint=checkpoint,
+        access=access,
+        now=dt.datetime.now(dt.UTC),
+    )
+    _write_new(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    if not shares:
+        _note(f"the audit log has no screen share of class {session!r}")
+    _say(f"Exported {len(shares)} screen share(s) of class {session} to {media_dir}")
     _say(f"Manifest (hashes, signed checkpoint): {manifest_path}")
     return 0
 
@@ -1236,6 +1556,12 @@ def register(group: Any, leaf: Callable[..., argparse.ArgumentParser], parents: 
     )
     p.add_argument("--file", metavar="NAME", help="with --editor: only this file")
     p.add_argument(
+        "--media",
+        action="store_true",
+        help="the class's screen shares instead of the transcript: who shared, who watched, "
+        "when each stopped and why, frames, size and duration (no contents decrypted)",
+    )
+    p.add_argument(
         "--out",
         metavar="DIR",
         help="with --editor: write the files into DIR/WS/NAME instead of printing them "
@@ -1246,7 +1572,8 @@ def register(group: Any, leaf: Callable[..., argparse.ArgumentParser], parents: 
         group,
         "export",
         cmd_audit_export,
-        "export a class's records (decrypted) with a manifest for chain of custody",
+        "export a class's records (decrypted) or its screen shares as video, with a "
+        "manifest for chain of custody",
         epilog=_READ_NOTE + " Writes SESSION.jsonl or SESSION.csv and SESSION.manifest.json "
         "(record count, sequence range, SHA-256 of the export and of the segments, the latest "
         "signed checkpoint, the signing key, who exported and when) into DIR; refuses to "
@@ -1255,11 +1582,18 @@ def register(group: Any, leaf: Callable[..., argparse.ArgumentParser], parents: 
     p.add_argument("--session", required=True, metavar="ID", help="class id")
     p.add_argument(
         "--format",
-        required=True,
         choices=[f.value for f in ExportFormat],
-        help="jsonl (every field) or csv (fixed columns; formula-like cells start with ')",
+        help="jsonl (every field) or csv (fixed columns; formula-like cells start with '); "
+        "with --out",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
+    p.add_argument("--out", metavar="DIR", help="directory to write the records into")
+    p.add_argument(
+        "--media",
+        metavar="DIR",
+        help="write every screen share of the class into DIR: SHARE.webm (playable from its "
+        "first keyframe), SHARE/thumb-0001.png ..., and SESSION.media.manifest.json (SHA-256 "
+        "of each file, the records used, the signed checkpoint); never overwrites a file",
+    )
     p.add_argument("--bundle", metavar="STAFF_BUNDLE", help=_BUNDLE_HELP)
 
 
