@@ -138,6 +138,9 @@ class Command(enum.Enum):
     FOLLOW = "follow"
     EXPORT = "export"
     EDITOR = "editor"
+    SHARE = "share"
+    SHARE_ASK = "share-ask"
+    WATCH = "watch"
 
 
 class EventType(enum.Enum):
@@ -1341,6 +1344,9 @@ def build_parser(side: Side = LEARNER_SIDE) -> argparse.ArgumentParser:
         "join and chat from the terminal (or a pipe): lines are messages, /help lists "
         "commands, /quit or end of input leaves",
     )
+    from classroom_client.share_cli import add_share_commands
+
+    add_share_commands(command, side, wait_help, (Command.SHARE, Command.SHARE_ASK, Command.WATCH))
     if side.instructor:
         _instructor_editor_commands(command, wait_help, shared)
     else:
@@ -1507,6 +1513,10 @@ def plan(side: Side, args: argparse.Namespace, term: Terminal) -> Body:
         return functools.partial(do_who, term=term, as_json=args.json)
     if cmd in (Command.SYNC, Command.FOLLOW, Command.EXPORT, Command.EDITOR):
         return plan_editor(side, args, term)
+    if cmd in (Command.SHARE, Command.SHARE_ASK, Command.WATCH):
+        from classroom_client import share_cli
+
+        return share_cli.plan(side, args, term)
     if cmd is Command.LISTEN:
         opts = ListenOptions(
             count=args.count,
