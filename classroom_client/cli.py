@@ -8,10 +8,13 @@ a message, raises a hand, listens to the class, or works interactively::
     classroom-client --bundle pc-01.bundle --learner l1001 interactive py101
     classroom-client --bundle pc-01.bundle --learner l1001 sync py101 ~/py101
     classroom-client --bundle pc-01.bundle --learner l1001 follow py101
+    classroom-client --bundle pc-01.bundle --learner l1001 watch py101 --frames 5 --out shots
+    classroom-client --bundle pc-01.bundle --learner l1001 share py101 --source screen
 
 ``sync`` mirrors the learner's editor workspace to a folder (:mod:`classroom_client.workspace`),
 ``follow`` shows where the instructor is in the editor (:mod:`classroom_client.follow`);
-the instructor's ``export`` and ``editor`` commands are defined here too.
+the instructor's ``export`` and ``editor`` commands are defined here too. ``share``,
+``share-ask`` and ``watch`` (screen share) are :mod:`classroom_client.share_cli`.
 
 Everything that talks to the relay goes through :class:`relay.client.RelayClient`; this
 module turns command lines and typed lines into its calls, and its events into lines of
@@ -123,7 +126,8 @@ LEARNER_SIDE = Side(
     role=ParticipantRole.LEARNER,
     description="Sign a learner in to a live class from this classroom machine: send a "
     "message, raise a hand, listen to the class, work interactively, sync your editor "
-    "workspace with a folder, or follow the instructor in the editor.",
+    "workspace with a folder, follow the instructor in the editor, watch a screen share, "
+    "or share your screen when the instructor asks.",
 )
 
 

@@ -9,6 +9,10 @@ command line or a script.
     instructor-console --bundle alice.bundle editor py101 lecture on
     instructor-console --bundle alice.bundle editor py101 present class hello.py --line 3
     instructor-console --bundle alice.bundle export py101 --learner l1001 ./l1001-work
+    instructor-console --bundle alice.bundle share py101 --source screen --fps 10
+    instructor-console --bundle alice.bundle share py101 --source testpattern --duration 60
+    instructor-console --bundle alice.bundle share-ask py101 l1001
+    instructor-console --bundle alice.bundle watch py101 --frames 5 --out ./l1001-screen
 
 The terminal front end (commands, output, exit codes) is shared with ``classroom-client``
 and lives in :mod:`classroom_client.cli`; this module chooses the instructor's side of it.
@@ -29,7 +33,8 @@ INSTRUCTOR_SIDE = Side(
     role=ParticipantRole.INSTRUCTOR,
     description="Teach a live class through the facility's relay: send messages to the "
     "class or to one learner, lower raised hands, listen to the class, work "
-    "interactively, drive the shared editor, or export a learner's workspace.",
+    "interactively, drive the shared editor, export a learner's workspace, share your "
+    "screen, or ask a learner to share theirs.",
 )
 
 

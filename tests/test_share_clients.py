@@ -403,3 +403,24 @@ async def test_cli_share_a_video_file(facility: Facility, relay: Relay, tmp_path
         assert (frame.width, frame.height) == (160, 120)
         code, stdout, stderr = await _finish(sharing)
         assert code == 0, (stdout, stderr)
+
+
+async def test_cli_share_stops_on_ctrl_c(facility: Facility, relay: Relay) -> None:
+    import signal
+
+    argv = [*_cli_args(facility, relay, "instructor:alice"), "share", SESSION]
+    argv += ["--source", "testpattern", "--size", "160x120", "--media-address", "127.0.0.1"]
+    async with joined(facility, relay, "learner:l1001", "pc-01") as ada:
+        sharing = await _spawn("instructor_console.cli", argv)
+        started = await event_of(ada, ShareStarted, wait=20)
+        assert isinstance(started, ShareStarted)
+        assert sharing.stdout is not None
+        line = await asyncio.wait_for(sharing.stdout.readline(), 20)
+        assert line.startswith(b"sharing testpattern"), line
+        sharing.send_signal(signal.SIGINT)
+        stopped = await event_of(ada, ShareStopped, wait=10)
+        assert isinstance(stopped, ShareStopped)
+        code, stdout, stderr = await _finish(sharing)
+        assert stopped.by == "instructor:alice", (stopped, stdout, stderr)
+        assert stopped.reason == "stopped by its sharer (interrupted)"
+        assert code == 130, (stdout, stderr)
