@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/classroom-relay bench chat
 	$(BIN)/classroom-relay bench audit
 	$(BIN)/classroom-relay bench editor
+	$(BIN)/classroom-relay bench screen
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -51,7 +51,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -2715,6 +2715,624 @@ def editor_main(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# the screen scenario
+# ---------------------------------------------------------------------------------------
+#
+# Processes: this one (orchestrating, and reading the CPU time of the server process from
+# /proc), the server (the relay as ``classroom-relay serve``, or the baseline forwarder),
+# the publisher (a TestPattern over WebRTC) and the viewers (up to VIEWERS_PER_PROCESS per
+# process; their receivers count whole frames instead of decoding them). Commands and
+# counts go over multiprocessing pipes; in the baseline the SDP offers go over them too.
+
+CLASS_SCREEN = "bench-screen"
+SCREEN_WIDTH = 1280
+SCREEN_HEIGHT = 720
+SCREEN_FPS = 10.0
+DEFAULT_SCREEN_VIEWERS = (1, 10, 30)
+DEFAULT_SCREEN_SECONDS = 10.0
+SCREEN_SETTLE_S = 3.0
+"""After the last viewer is connected, before the window opens (ICE, DTLS, first keyframe)."""
+VIEWERS_PER_PROCESS = 10
+TARGET_SCREEN_VIEWERS = 30
+TARGET_SCREEN_CPU_FRACTION = 0.5
+TARGET_SCREEN_DELIVERED = 0.95
+_SETUP_TIMEOUT_S = 120.0
+
+
+async def _screen_connect(url: str, bundle: str, hello: dict[str, Any]) -> tuple[Any, Any]:
+    """A session and WebSocket to the relay, joined to the screen class."""
+    ctx = load_bundle(Path(bundle)).client_ssl_context(Path(bundle))
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(
+        url, protocols=(wire.SUBPROTOCOL,), ssl=ctx, compress=0, autoping=True, heartbeat=20.0
+    )
+    await ws.send_bytes(msgpack.packb({"t": "hello", **hello}, use_bin_type=True))
+    welcome = msgpack.unpackb(await ws.receive_bytes(timeout=30.0), raw=False)
+    if welcome.get("t") != "welcome":
+        raise BenchError(f"hello refused: {welcome}")
+    return http, ws
+
+
+async def _screen_ask(ws: Any, frame: bytes, ref: str) -> dict[str, Any]:
+    """Send ``frame``; the relay's answer to it (``share_answer`` or a refusing ``ack``)."""
+    await ws.send_bytes(frame)
+    while True:
+        m: dict[str, Any] = msgpack.unpackb(await ws.receive_bytes(timeout=30.0), raw=False)
+        if m.get("ref") == ref and m.get("t") in ("share_answer", "ack"):
+            return m
+
+
+async def _drain(ws: Any) -> None:
+    """Read (and drop) what the relay sends, so pings are answered."""
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+
+
+def _screen_publisher_main(conn: Any, url: str | None, bundle: str) -> None:
+    """The instructor: a 1280x720 test pattern at 10 fps to the relay (``url``) or to the
+    baseline forwarder (``url`` None: the offer goes over ``conn``)."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from relay.messages import ShareStart, ShareStop
+    from relay.screen_media import (
+        TestPattern,
+        ice_configuration,
+        prefer_vp8,
+        restrict_ice_addresses,
+    )
+
+    restrict_ice_addresses(["127.0.0.1"])
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pattern = TestPattern(SCREEN_WIDTH, SCREEN_HEIGHT, fps=SCREEN_FPS)
+        pc = RTCPeerConnection(ice_configuration())
+        prefer_vp8(pc.addTransceiver(pattern, direction="sendonly"))
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
+        http = ws = drain = None
+        share = "baseline"
+        if url is None:
+            conn.send(("offer", offer))
+            answer = await loop.run_in_executor(None, conn.recv)
+        else:
+            http, ws = await _screen_connect(url, bundle, {"id": "h-1", "session": CLASS_SCREEN})
+            got = await _screen_ask(ws, wire.encode_client(ShareStart(id="p1", sdp=offer)), "p1")
+            if got["t"] != "share_answer":
+                raise BenchError(f"share_start refused: {got}")
+            answer, share = got["sdp"], got["share"]
+            drain = asyncio.ensure_future(_drain(ws))
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        conn.send(("ready", share))
+        while await loop.run_in_executor(None, conn.recv) == "mark":
+            conn.send(pattern.count)
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.send_bytes(wire.encode_client(ShareStop(id="p2", share=share)))
+                await asyncio.sleep(0.2)
+                await ws.close()
+        if drain is not None:
+            drain.cancel()
+        if http is not None:
+            await http.close()
+        await pc.close()
+
+    asyncio.run(main())
+
+
+def _screen_viewers_main(
+    conn: Any, url: str | None, share: str, viewers: Sequence[tuple[str, str]]
+) -> None:
+    """Viewers (``(bundle, learner)`` each) of ``share``, their receivers counting whole
+    frames instead of decoding them (the viewers' CPU is not what is measured)."""
+    import aiortc.rtcrtpreceiver as receiver_module
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from relay.messages import ShareWatch
+    from relay.screen_media import ice_configuration, prefer_vp8, restrict_ice_addresses
+
+    restrict_ice_addresses(["127.0.0.1"])
+    counters: list[list[int]] = []
+
+    class CountingDecoder:
+        def __init__(self) -> None:
+            self.count = [0]
+            counters.append(self.count)
+
+        def decode(self, encoded_frame: Any) -> list[Any]:
+            self.count[0] += 1
+            return []
+
+    receiver_module.get_decoder = lambda codec: CountingDecoder()  # type: ignore[attr-defined,assignment,return-value]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pcs, sockets, tasks = [], [], []
+        for i, (bundle, learner) in enumerate(viewers):
+            pc = RTCPeerConnection(ice_configuration())
+            pcs.append(pc)
+            prefer_vp8(pc.addTransceiver("video", direction="recvonly"))
+            await pc.setLocalDescription(await pc.createOffer())
+            offer = pc.localDescription.sdp
+            if url is None:
+                conn.send(("offer", offer))
+                answer = await loop.run_in_executor(None, conn.recv)
+            else:
+                hello = {"id": "h-1", "session": CLASS_SCREEN, "learner": learner, "pin": PIN}
+                http, ws = await _screen_connect(url, bundle, hello)
+                sockets.append((http, ws))
+                ref = f"w{i}"
+                frame = wire.encode_client(ShareWatch(id=ref, share=share, sdp=offer))
+                got = await _screen_ask(ws, frame, ref)
+                if got["t"] != "share_answer":
+                    raise BenchError(f"share_watch refused: {got}")
+                answer = got["sdp"]
+                tasks.append(asyncio.ensure_future(_drain(ws)))
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        conn.send(("ready", len(pcs)))
+        while await loop.run_in_executor(None, conn.recv) == "mark":
+            conn.send(sum(c[0] for c in counters))
+        for task in tasks:
+            task.cancel()
+        for http, ws in sockets:
+            with contextlib.suppress(Exception):
+                await ws.close()
+            await http.close()
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def _screen_forwarder_main(conn: Any) -> None:
+    """The baseline: a bare aiortc forwarder, aiortc's defaults: the publisher's track
+    decoded once, and each viewer's sender encoding it again (``MediaRelay``)."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaRelay
+
+    from relay.screen_media import ice_configuration, prefer_vp8, restrict_ice_addresses
+
+    restrict_ice_addresses(["127.0.0.1"])
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pcs: list[Any] = []
+        media_relay = MediaRelay()
+        source: Any = None
+        while True:
+            cmd = await loop.run_in_executor(None, conn.recv)
+            if cmd == "stop":
+                break
+            what, offer = cmd
+            pc = RTCPeerConnection(ice_configuration())
+            pcs.append(pc)
+            got: asyncio.Future[Any] = loop.create_future()
+            pc.on("track", lambda t, got=got: got.done() or got.set_result(t))
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            if what == "watch":
+                transceiver = pc.getTransceivers()[0]
+                transceiver.direction = "sendonly"
+                transceiver.sender.replaceTrack(media_relay.subscribe(source, buffered=False))
+                prefer_vp8(transceiver)
+            await pc.setLocalDescription(await pc.createAnswer())
+            if what == "publish":
+                source = await asyncio.wait_for(got, 20)
+            conn.send(pc.localDescription.sdp)
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+
+    asyncio.run(main())
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenRun:
+    """One measured window: ``viewers`` watching, through the relay or the baseline."""
+
+    viewers: int
+    seconds: float
+    cpu_s: float
+    """CPU time (user + system) of the server process over the window."""
+    source_frames: int
+    frames_received: int
+    """By all viewers together."""
+
+    @property
+    def cpu_fraction(self) -> float:
+        return self.cpu_s / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def delivered_ratio(self) -> float:
+        return self.frames_received / max(1, self.viewers * self.source_frames)
+
+
+class _Pipe:
+    """This end of a child process's pipe, awaited without blocking the loop."""
+
+    def __init__(self, conn: Any, name: str) -> None:
+        self.conn = conn
+        self.name = name
+
+    async def recv(self, within: float = _SETUP_TIMEOUT_S) -> Any:
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.conn.poll, within):
+            raise BenchError(f"the {self.name} said nothing within {within:g} s")
+        return self.conn.recv()
+
+    def send(self, value: Any) -> None:
+        self.conn.send(value)
+
+
+async def _until_ready(pipe: _Pipe, answer: Callable[[str], Awaitable[str]] | None) -> Any:
+    """Serve a client process's offers (baseline) until it says it is ready."""
+    while True:
+        try:
+            kind, value = await pipe.recv()
+        except (EOFError, OSError):
+            raise BenchError(f"the {pipe.name} process ended during set-up") from None
+        if kind == "ready":
+            return value
+        if answer is None:
+            raise BenchError(f"the {pipe.name} sent an offer to a relay run")
+        pipe.send(await answer(value))
+
+
+async def _screen_run(
+    viewers: int,
+    seconds: float,
+    server_pid: int,
+    publisher_url: str | None,
+    viewer_url: str | None,
+    facility: Facility,
+    forwarder: _Pipe | None,
+) -> ScreenRun:
+    """Start a publisher and ``viewers`` viewers, measure one window, stop them."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[Any] = []
+    pipes: list[_Pipe] = []
+
+    def start(target: Callable[..., None], name: str, *args: Any) -> _Pipe:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+        proc.start()
+        procs.append(proc)
+        pipe = _Pipe(parent, name)
+        pipes.append(pipe)
+        return pipe
+
+    async def answer_as(kind: str) -> Callable[[str], Awaitable[str]] | None:
+        if forwarder is None:
+            return None
+
+        async def answer(offer: str) -> str:
+            assert forwarder is not None
+            forwarder.send((kind, offer))
+            sdp: str = await forwarder.recv()
+            return sdp
+
+        return answer
+
+    try:
+        publisher = start(
+            _screen_publisher_main, "publisher", publisher_url, str(facility.instructor_bundle)
+        )
+        share = await _until_ready(publisher, await answer_as("publish"))
+        groups = []
+        everyone = [
+            (str(facility.machine_bundles[i]), facility.learners[i]) for i in range(viewers)
+        ]
+        for at in range(0, viewers, VIEWERS_PER_PROCESS):
+            group = everyone[at : at + VIEWERS_PER_PROCESS]
+            groups.append(start(_screen_viewers_main, "viewers", viewer_url, share, group))
+            await _until_ready(groups[-1], await answer_as("watch"))
+        await asyncio.sleep(SCREEN_SETTLE_S)
+
+        async def mark() -> tuple[float, float, int, int]:
+            for pipe in (publisher, *groups):
+                pipe.send("mark")
+            t, cpu = time.monotonic(), _process_cpu_seconds(server_pid)
+            sent = await publisher.recv(30.0)
+            received = [await g.recv(30.0) for g in groups]
+            return t, cpu, int(sent), sum(int(r) for r in received)
+
+        t0, cpu0, sent0, got0 = await mark()
+        await asyncio.sleep(seconds)
+        t1, cpu1, sent1, got1 = await mark()
+        return ScreenRun(viewers, t1 - t0, cpu1 - cpu0, sent1 - sent0, got1 - got0)
+    finally:
+        for pipe in pipes:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send("stop")
+        loop = asyncio.get_running_loop()
+        for proc in procs:
+            await loop.run_in_executor(None, proc.join, 20.0)
+            if proc.is_alive():
+                proc.kill()
+                await loop.run_in_executor(None, proc.join, 5.0)
+
+
+@contextlib.asynccontextmanager
+async def _screen_forwarder() -> AsyncIterator[tuple[int, _Pipe]]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_screen_forwarder_main, args=(child,), daemon=True)
+    proc.start()
+    assert proc.pid is not None
+    try:
+        yield proc.pid, _Pipe(parent, "baseline forwarder")
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            parent.send("stop")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, proc.join, 20.0)
+        if proc.is_alive():
+            proc.kill()
+            await loop.run_in_executor(None, proc.join, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenOptions:
+    viewers: tuple[int, ...]
+    seconds: float
+    baseline: bool
+    json: bool
+
+    def __post_init__(self) -> None:
+        if not self.viewers or any(not 1 <= n <= MAX_FANOUT for n in self.viewers):
+            raise ValueError(f"--viewers: numbers from 1 to {MAX_FANOUT}, comma-separated")
+        if not 0.5 <= self.seconds <= 600:
+            raise ValueError("--seconds from 0.5 to 600")
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenReport:
+    relay: tuple[ScreenRun, ...]
+    baseline: tuple[ScreenRun, ...]
+    """Empty with --no-baseline."""
+    seconds: float
+    audit_records: int
+    setup_s: float
+    total_s: float
+
+    def _target_run(self) -> ScreenRun | None:
+        return next((r for r in self.relay if r.viewers == TARGET_SCREEN_VIEWERS), None)
+
+    @property
+    def target_met(self) -> bool | None:
+        """None when 30 viewers were not measured."""
+        run = self._target_run()
+        if run is None:
+            return None
+        return (
+            run.cpu_fraction <= TARGET_SCREEN_CPU_FRACTION
+            and run.delivered_ratio >= TARGET_SCREEN_DELIVERED
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        base = {r.viewers: r for r in self.baseline}
+
+        def num(value: float | None) -> float | None:
+            return None if value is None else round(value, 3)
+
+        runs = []
+        for r in self.relay:
+            b = base.get(r.viewers)
+            runs.append(
+                {
+                    "viewers": r.viewers,
+                    "relay_cpu_fraction": num(r.cpu_fraction),
+                    "baseline_cpu_fraction": num(b.cpu_fraction if b else None),
+                    "frames_delivered_ratio": num(r.delivered_ratio),
+                    "baseline_frames_delivered_ratio": num(b.delivered_ratio if b else None),
+                    "source_frames": r.source_frames,
+                    "frames_received": r.frames_received,
+                    "window_s": round(r.seconds, 3),
+                    "baseline_source_frames": b.source_frames if b else None,
+                    "baseline_frames_received": b.frames_received if b else None,
+                }
+            )
+        return {
+            "scenario": "screen",
+            "shape": "viewers, relay_cpu_fraction, baseline_cpu_fraction and "
+            "frames_delivered_ratio are lists, one entry per viewer count (same order); "
+            "runs has the same as one object per viewer count",
+            "viewers": [r["viewers"] for r in runs],
+            "relay_cpu_fraction": [r["relay_cpu_fraction"] for r in runs],
+            "baseline_cpu_fraction": [r["baseline_cpu_fraction"] for r in runs],
+            "frames_delivered_ratio": [r["frames_delivered_ratio"] for r in runs],
+            "baseline_frames_delivered_ratio": [r["baseline_frames_delivered_ratio"] for r in runs],
+            "runs": runs,
+            "cpu_fraction": "CPU time (user + system, all threads) of the server process "
+            "over the window / the window's length: 1.0 is one core busy",
+            "frames_delivered_ratio_is": "frames the viewers' receivers assembled / (viewers x "
+            "frames the source sent), over the same window",
+            "source": f"TestPattern {SCREEN_WIDTH}x{SCREEN_HEIGHT} at {SCREEN_FPS:g} fps over "
+            "WebRTC (VP8) from its own process",
+            "relay": "classroom-relay serve in its own process: decodes the share once, encodes "
+            "it once, records every frame in the audit log, sends the same packets to every "
+            "viewer",
+            "baseline": "a bare aiortc forwarder in its own process: MediaRelay, one VP8 "
+            "encoder per viewer (aiortc's default), no audit log, no policy, no signalling",
+            "target_viewers": TARGET_SCREEN_VIEWERS,
+            "target_cpu_fraction": TARGET_SCREEN_CPU_FRACTION,
+            "target_frames_delivered_ratio": TARGET_SCREEN_DELIVERED,
+            "target_met": self.target_met,
+            "seconds": self.seconds,
+            "settle_s": SCREEN_SETTLE_S,
+            "width": SCREEN_WIDTH,
+            "height": SCREEN_HEIGHT,
+            "fps": SCREEN_FPS,
+            "audit_records": self.audit_records,
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count() or 0,
+            "setup_s": round(self.setup_s, 2),
+            "total_s": round(self.total_s, 2),
+        }
+
+
+async def _measure_screen(
+    facility: Facility, opts: ScreenOptions, say: Callable[[str], None]
+) -> tuple[tuple[ScreenRun, ...], tuple[ScreenRun, ...]]:
+    relay_runs: list[ScreenRun] = []
+    async with _relay_subprocess(facility.home) as urls:
+        assert urls.server_pid is not None
+        for n in opts.viewers:
+            run = await _screen_run(
+                n, opts.seconds, urls.server_pid, urls.sender, urls.receivers, facility, None
+            )
+            relay_runs.append(run)
+            say(
+                f"  relay, {n:>3} viewer(s): CPU {run.cpu_fraction:6.1%} of a core, "
+                f"{run.delivered_ratio:6.1%} of frames delivered"
+            )
+    baseline_runs: list[ScreenRun] = []
+    if opts.baseline:
+        for n in opts.viewers:
+            async with _screen_forwarder() as (pid, pipe):
+                run = await _screen_run(n, opts.seconds, pid, None, None, facility, pipe)
+            baseline_runs.append(run)
+            say(
+                f"  baseline, {n:>3} viewer(s): CPU {run.cpu_fraction:6.1%} of a core, "
+                f"{run.delivered_ratio:6.1%} of frames delivered"
+            )
+    return tuple(relay_runs), tuple(baseline_runs)
+
+
+def run_screen(opts: ScreenOptions, say: Callable[[str], None]) -> ScreenReport:
+    """Build a temporary facility; measure the relay's screen share and the baseline."""
+    started = time.perf_counter()
+    most = max(opts.viewers)
+    with tempfile.TemporaryDirectory(prefix="relay-bench-screen-") as tmp:
+        say(f"setting up a temporary facility with {most} machines and learners ...")
+        setup = time.perf_counter()
+        facility = build_facility(Path(tmp), most, extra_classes=(CLASS_SCREEN,))
+        setup_s = time.perf_counter() - setup
+        relay_runs, baseline_runs = asyncio.run(_measure_screen(facility, opts, say))
+        from relay.audit_read import AuditReader
+
+        audit_records = sum(1 for _ in AuditReader(facility.home.audit_dir).records())
+    return ScreenReport(
+        relay=relay_runs,
+        baseline=baseline_runs,
+        seconds=opts.seconds,
+        audit_records=audit_records,
+        setup_s=setup_s,
+        total_s=time.perf_counter() - started,
+    )
+
+
+def render_screen(report: ScreenReport) -> str:
+    r = report.to_json()
+    lines = [
+        f"classroom-relay bench screen: Python {r['python']}, {r['cpu_count']} CPU(s), loopback.",
+        f"One {SCREEN_WIDTH}x{SCREEN_HEIGHT} {SCREEN_FPS:g} fps test pattern over WebRTC to N "
+        "viewers; the relay (classroom-relay serve), the baseline forwarder, the publisher and "
+        f"the viewers each in their own process(es); CPU of the server process over "
+        f"{report.seconds:g} s windows (1.0 = one core). Every frame through the relay is "
+        f"recorded in the audit log ({report.audit_records:,} records).",
+        "",
+        f"{'viewers':>8}  {'relay CPU':>10}  {'delivered':>10}  {'baseline CPU':>13}  "
+        f"{'delivered':>10}",
+    ]
+    for run in r["runs"]:
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1%}"
+
+        lines.append(
+            f"{run['viewers']:>8}  {pct(run['relay_cpu_fraction']):>10}  "
+            f"{pct(run['frames_delivered_ratio']):>10}  {pct(run['baseline_cpu_fraction']):>13}"
+            f"  {pct(run['baseline_frames_delivered_ratio']):>10}"
+        )
+    lines.append("")
+    lines.append(
+        "baseline: a bare aiortc forwarder (MediaRelay: one VP8 encoder per viewer, no audit)"
+    )
+    met = report.target_met
+    verdict = "not measured" if met is None else "met" if met else "NOT met"
+    lines.append(
+        f"target: {TARGET_SCREEN_VIEWERS} viewers at <= {TARGET_SCREEN_CPU_FRACTION:.0%} of "
+        f"one core with >= {TARGET_SCREEN_DELIVERED:.0%} of frames delivered: {verdict}"
+    )
+    lines.append(f"Took {report.total_s:.1f} s (set-up {report.setup_s:.1f} s).")
+    return "\n".join(lines)
+
+
+def _viewer_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
+    if not counts:
+        raise argparse.ArgumentTypeError("give at least one viewer count")
+    return counts
+
+
+def screen_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} screen",
+        description=f"Screen share: one {SCREEN_WIDTH}x{SCREEN_HEIGHT} {SCREEN_FPS:g} fps "
+        "source to N viewers on loopback through the relay in its own process; the relay "
+        "process's CPU and the share of frames delivered, against a bare aiortc forwarder "
+        "that encodes per viewer (MediaRelay).",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--viewers",
+        type=_viewer_counts,
+        default=DEFAULT_SCREEN_VIEWERS,
+        metavar="N,N,...",
+        help=f"viewer counts to measure (default {','.join(map(str, DEFAULT_SCREEN_VIEWERS))})",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SCREEN_SECONDS,
+        metavar="S",
+        help=f"length of each measured window (default {DEFAULT_SCREEN_SECONDS:g})",
+    )
+    p.add_argument("--no-baseline", action="store_true", help="measure the relay only")
+    return p
+
+
+@scenario("screen", "screen share: relay CPU and frames delivered for 1, 10, 30 viewers")
+def screen_main(argv: list[str]) -> int:
+    try:
+        args = screen_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        opts = ScreenOptions(
+            viewers=tuple(dict.fromkeys(args.viewers)),
+            seconds=args.seconds,
+            baseline=not args.no_baseline,
+            json=args.json,
+        )
+    except ValueError as exc:
+        print(f"{PROG} screen: error: {exc}", file=sys.stderr)
+        return 2
+
+    def say(text: str) -> None:
+        if not opts.json:
+            print(text, flush=True)
+
+    try:
+        report = run_screen(opts, say)
+    except (BenchError, ConfigError) as exc:
+        print(f"{PROG} screen: error: {exc}", file=sys.stderr)
+        return 1
+    if opts.json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print()
+        print(render_screen(report), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------------------
 
@@ -2754,14 +3372,19 @@ __all__ = [
     "PolicyReport",
     "RunResult",
     "Scenario",
+    "ScreenOptions",
+    "ScreenReport",
+    "ScreenRun",
     "TargetResult",
     "build_facility",
     "main",
     "percentile",
+    "render_screen",
     "run_audit",
     "run_chat",
     "run_editor",
     "run_policy",
+    "run_screen",
     "scenario",
 ]
 

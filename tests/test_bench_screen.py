@@ -1,0 +1,61 @@
+"""``classroom-relay bench screen`` runs end to end at a tiny size (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from relay import bench
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_screen_json(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["screen", "--json", "--viewers", "1", "--seconds", "2"]
+    assert bench.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    assert report["scenario"] == "screen"
+    assert report["viewers"] == [1]
+    for key in ("relay_cpu_fraction", "baseline_cpu_fraction", "frames_delivered_ratio"):
+        (value,) = report[key]
+        assert isinstance(value, float), key
+        assert 0 < value < 10, key
+    # The viewer got the source's frames through the relay, and through the baseline.
+    (run,) = report["runs"]
+    assert run["viewers"] == 1
+    assert run["source_frames"] > 0
+    assert run["frames_received"] > 0
+    assert run["baseline_frames_received"] > 0
+    assert run["frames_delivered_ratio"] == report["frames_delivered_ratio"][0]
+    assert report["target_met"] is None  # 30 viewers were not measured
+    assert report["target_viewers"] == 30
+    assert report["target_cpu_fraction"] == 0.5
+    assert report["target_frames_delivered_ratio"] == 0.95
+    assert (report["width"], report["height"], report["fps"]) == (1280, 720, 10)
+    # Every frame through the relay was recorded.
+    assert report["audit_records"] > run["source_frames"]
+
+
+def test_screen_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["screen", "--viewers", "0"]) == 2
+    assert "--viewers" in capsys.readouterr().err
+    assert bench.main(["screen", "--viewers", "a,b"]) == 2
+    assert bench.main(["screen", "--seconds", "0.1"]) == 2
+
+
+def test_the_target_is_judged_at_thirty_viewers() -> None:
+    def run(viewers: int, cpu: float, received: int) -> bench.ScreenRun:
+        return bench.ScreenRun(viewers, 10.0, cpu * 10.0, 100, received)
+
+    met = bench.ScreenReport((run(1, 0.2, 100), run(30, 0.45, 2900)), (), 10.0, 0, 0.0, 0.0)
+    assert met.target_met is True
+    doc = met.to_json()
+    assert doc["viewers"] == [1, 30]
+    assert doc["baseline_cpu_fraction"] == [None, None]
+    assert doc["frames_delivered_ratio"] == [1.0, 0.967]
+    slow = bench.ScreenReport((run(30, 0.6, 3000),), (), 10.0, 0, 0.0, 0.0)
+    assert slow.target_met is False
+    lossy = bench.ScreenReport((run(30, 0.3, 2000),), (), 10.0, 0, 0.0, 0.0)
+    assert lossy.target_met is False
+    assert "NOT met" in bench.render_screen(lossy)
