@@ -265,6 +265,7 @@ async def run_lesson(
 
     ok &= await _content_policy(root, home, relay, t, ada, learners, seen, pumps, step)
     ok &= await _shared_editor(root, t, ada, learners, step)
+    ok &= await _screen_share(root, t, ada, learners, step)
 
     t.section("A machine that was never enrolled")
     stranger = _never_enrolled_bundle(root)
@@ -401,6 +402,67 @@ async def _shared_editor(
     return ok
 
 
+SHARE_SIZE = (640, 360)
+"""The demo's test pattern (the issue's 1280x720 is what ``bench screen`` measures)."""
+
+
+async def _screen_share(
+    root: Path,
+    t: Transcript,
+    ada: RelayClient,
+    learners: dict[str, RelayClient],
+    step: Callable[[], Awaitable[None]],
+) -> bool:
+    """The instructor shares a test pattern through the relay; every learner sees it."""
+    import av
+
+    from relay.screen_media import TestPattern, frame_to_png, read_counter
+
+    ok = True
+    t.section("Screen share (a test pattern stands in for the instructor's screen)")
+    width, height = SHARE_SIZE
+    handle = await ada.share_start(TestPattern(width, height, fps=10))
+    t.say("ada", f"shares a {width}x{height} test pattern at 10 fps -> share {handle.share}")
+    shots = root / "screen"
+    shots.mkdir(exist_ok=True)
+    watching = []
+    for name, c in learners.items():
+        for _ in range(50):
+            if handle.share in c.shares:
+                break
+            await asyncio.sleep(0.05)
+        viewer, track = await c.share_watch(handle.share)
+        watching.append(viewer)
+        last = None
+        for _ in range(3):
+            got = await asyncio.wait_for(track.recv(), 10)
+            if isinstance(got, av.VideoFrame):
+                last = got
+        if last is None:
+            ok = False
+            t.say(name, "did NOT see the shared screen")
+            continue
+        seen = (last.width, last.height) == SHARE_SIZE
+        ok &= seen
+        png = shots / f"{name}.png"
+        png.write_bytes(frame_to_png(last))
+        counter = read_counter(last)
+        t.say(
+            name,
+            f"sees the instructor's screen: {last.width}x{last.height}, frame {counter} "
+            f"(saved {png.name})"
+            if seen
+            else "did NOT see the shared screen",
+        )
+    await step()
+    ack = await ada.share_stop(handle.share, "end of the demonstration")
+    t.say("ada", f"stops the share -> {ack.status.value}")
+    for viewer in watching:
+        await viewer.close()
+    await asyncio.sleep(0.2)
+    return ok
+
+
 async def _export_workspace(root: Path, relay: Relay, t: Transcript) -> bool:
     """After class, the instructor saves a learner's workspace with instructor-console."""
     addrs = relay.addresses
@@ -529,7 +591,23 @@ async def staff_review(root: Path, home: FacilityHome, out: TextIO) -> bool:
         print(f"  {line}", file=out)
     if len(lines) > SHOW_LINES:
         print(f"  ... ({len(lines) - SHOW_LINES} more lines)", file=out)
-    return verified and code == 0
+    shown = code == 0
+    print(f"$ classroom-relay audit search --session {CLASS_ID} --kind screen.started", file=out)
+    code, text, err = await asyncio.to_thread(
+        cli.run_captured,
+        home.root,
+        "audit",
+        "search",
+        "--session",
+        CLASS_ID,
+        "--kind",
+        "screen.started",
+        "--bundle",
+        bundle,
+    )
+    for line in (text if code == 0 else err).strip().splitlines():
+        print(f"  {line}", file=out)
+    return verified and shown and code == 0
 
 
 def _join_instructions(root: Path, relay: Relay, out: TextIO) -> None:

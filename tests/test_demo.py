@@ -58,3 +58,11 @@ def test_headless_demo_runs_the_whole_lesson() -> None:
     assert "as the instructor sees it ends ' me 415 555 01'" in out
     assert "After class: the instructor exports l1002's workspace" in out
     assert "export-l1002/answer.py (61 characters)" in out
+    # Screen share: every learner sees the instructor's test pattern through the relay.
+    assert "shares a 640x360 test pattern at 10 fps -> share py101.s1-" in out
+    assert out.count("sees the instructor's screen: 640x360") == 3
+    assert "stops the share -> delivered" in out
+    assert "CR334I screen.media" in out
+    # The recording is listed for staff.
+    assert "$ classroom-relay audit search --session py101 --kind screen.started" in out
+    assert "watched by the class; VP8" in out
