@@ -749,6 +749,13 @@ def cmd_session_end(args: argparse.Namespace, home: FacilityHome) -> int:
     return 0
 
 
+def cmd_share_stop(args: argparse.Namespace, home: FacilityHome) -> int:
+    from relay.staff import stop_share
+
+    reason = _check_reason(args.reason, "reason")
+    return stop_share(Path(args.bundle), args.relay, args.share, reason)
+
+
 def cmd_watch(args: argparse.Namespace, home: FacilityHome) -> int:
     from classroom_client.cli import EventType, ListenOptions
     from relay.staff import watch
@@ -1146,6 +1153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", help="class id")
     p.add_argument("--reason", required=True, metavar="TEXT", help="shown to participants")
     _staff_options(p, "end it")
+
+    share = group("share", "security staff: act on screen shares in a live class")
+    p = leaf(share, "stop", cmd_share_stop, "stop a screen share now (staff bundle)")
+    p.add_argument("share", metavar="SHARE", help="share id, e.g. py101.s1-ab12")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="shown to sharer and viewers")
+    p.add_argument("--bundle", required=True, metavar="FILE", help="your staff bundle")
+    p.add_argument("--relay", metavar="URL", help="wss://HOST:PORT (default: the bundle's)")
 
     p = leaf(
         sub,

@@ -101,6 +101,27 @@ def end_class(bundle: Path, relay_url: str | None, session: str, reason: str) ->
     return _run_as_staff(term, bundle, relay_url, session, body)
 
 
+def stop_share(bundle: Path, relay_url: str | None, share: str, reason: str) -> int:
+    """Stop screen share ``share`` (``CLASS.sN-TAG``) as the staff member the bundle names."""
+    term = Terminal(PROG)
+    session = share.rpartition(".s")[0]
+    if not session:
+        term.error(
+            f"'{share}' is not a share id (CLASS.sN-TAG, as 'share_started' and "
+            f"'{PROG} audit search --kind screen.started' show it)"
+        )
+        return Exit.FAILED
+
+    async def body(client: RelayClient) -> Exit:
+        ack = await asyncio.wait_for(client.share_stop(share, reason), END_WAIT_S)
+        if ack.status is not AckStatus.DELIVERED:
+            return term.decision(ack)
+        term.out(f"Share {share} of class {session} stopped: {reason}")
+        return Exit.OK
+
+    return _run_as_staff(term, bundle, relay_url, session, body)
+
+
 REVIEW_WAIT_S = 10.0
 
 

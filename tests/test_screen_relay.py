@@ -231,3 +231,45 @@ async def test_a_late_joiner_learns_of_the_share_and_sees_a_picture_quickly(
             assert (frame.width, frame.height) == (320, 240)
             await pc.close()
         await pub.close()
+
+
+async def test_staff_stop_a_share_from_the_command_line(facility: Facility, relay: Relay) -> None:
+    assert relay.addresses is not None
+    async with (
+        joined(facility, relay, "instructor:alice") as alice,
+        joined(facility, relay, "learner:l1001", "pc-01") as ada,
+    ):
+        pub, answer = await publish(alice)
+        share = answer["share"]
+        code, out, err = await asyncio.to_thread(
+            facility.admin,
+            "share",
+            "stop",
+            share,
+            "--reason",
+            "not appropriate",
+            "--bundle",
+            str(facility.bundle("sam")),
+            "--relay",
+            relay.addresses.inside_url,
+        )
+        assert code == 0, err
+        assert f"Share {share} of class py101 stopped: not appropriate" in out
+        stopped = await ada.recv_type("share_stopped")
+        assert stopped["by"] == "staff:sam"
+        assert stopped["reason"] == "not appropriate"
+        await pub.close()
+        code, out, err = await asyncio.to_thread(
+            facility.admin,
+            "share",
+            "stop",
+            "nonsense",
+            "--reason",
+            "x",
+            "--bundle",
+            str(facility.bundle("sam")),
+            "--relay",
+            relay.addresses.inside_url,
+        )
+        assert code == 2
+        assert "is not a share id" in err
