@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import signal
 import sys
@@ -2736,12 +2737,22 @@ VIEWERS_PER_PROCESS = 10
 TARGET_SCREEN_VIEWERS = 30
 TARGET_SCREEN_CPU_FRACTION = 0.5
 TARGET_SCREEN_DELIVERED = 0.95
+DEFAULT_LATE_VIEWERS = 5
+MAX_LATE_VIEWERS = 20
+LATE_JOIN_GAP_S = (0.25, 2.0)
+"""Bounds of the random wait before each late viewer joins (spread over the relay's 2 s
+keyframe interval, so joins land at different moments of it)."""
+LATE_JOIN_TIMEOUT_S = 20.0
+"""A late viewer with no picture by then counts as missed."""
+TARGET_LATE_JOIN_S = 2.0
 _SETUP_TIMEOUT_S = 120.0
 
 
-async def _screen_connect(url: str, bundle: str, hello: dict[str, Any]) -> tuple[Any, Any]:
+async def _screen_connect(
+    url: str, bundle: str, hello: dict[str, Any], ssl_ctx: Any = None
+) -> tuple[Any, Any]:
     """A session and WebSocket to the relay, joined to the screen class."""
-    ctx = load_bundle(Path(bundle)).client_ssl_context(Path(bundle))
+    ctx = ssl_ctx or load_bundle(Path(bundle)).client_ssl_context(Path(bundle))
     http = aiohttp.ClientSession()
     ws = await http.ws_connect(
         url, protocols=(wire.SUBPROTOCOL,), ssl=ctx, compress=0, autoping=True, heartbeat=20.0
@@ -2884,6 +2895,106 @@ def _screen_viewers_main(
     asyncio.run(main())
 
 
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _screen_late_main(conn: Any, url: str, share: str, viewers: Sequence[tuple[str, str]]) -> None:
+    """Late viewers (``(bundle, learner)`` each) of ``share``: on ``"late"``, one at a time,
+    after a random wait, each joins (peer connection and offer, TLS connection, hello,
+    ``share_watch``), decodes until its first picture, and leaves. Sends back one
+    ``(from_start_s, from_watch_s, width, height, counter)`` per viewer (None for a
+    viewer with no picture within :data:`LATE_JOIN_TIMEOUT_S`)."""
+    import aiortc.rtcrtpreceiver as receiver_module
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from relay.messages import ShareWatch
+    from relay.screen_media import (
+        ice_configuration,
+        prefer_vp8,
+        read_counter,
+        restrict_ice_addresses,
+    )
+
+    restrict_ice_addresses(["127.0.0.1"])
+    from aiortc.codecs import get_decoder as real_get_decoder
+
+    loop: asyncio.AbstractEventLoop | None = None
+    current: list[asyncio.Future[tuple[float, Any]] | None] = [None]
+
+    class FirstPictureDecoder:
+        """aiortc's decoder until the first picture (whose time is noted), then nothing."""
+
+        def __init__(self, codec: Any) -> None:
+            self.real: Any = real_get_decoder(codec)
+            self.picture = current[0]
+
+        def decode(self, encoded_frame: Any) -> list[Any]:
+            got = self.picture
+            if got is None or got.done():
+                return []
+            frames = self.real.decode(encoded_frame)
+            if frames and loop is not None:
+                at = time.monotonic()
+                loop.call_soon_threadsafe(_settle, got, (at, frames[0]))
+            return []  # the track is not read: nothing queues up behind it
+
+    receiver_module.get_decoder = FirstPictureDecoder  # type: ignore[attr-defined,assignment]
+
+    async def join(bundle: str, learner: str, ssl_ctx: Any, ref: str) -> tuple[Any, ...] | None:
+        assert loop is not None
+        picture: asyncio.Future[tuple[float, Any]] = loop.create_future()
+        current[0] = picture
+        http = ws = drain = None
+        start = time.monotonic()
+        pc = RTCPeerConnection(ice_configuration())
+        try:
+            prefer_vp8(pc.addTransceiver("video", direction="recvonly"))
+            await pc.setLocalDescription(await pc.createOffer())
+            hello = {"id": "h-1", "session": CLASS_SCREEN, "learner": learner, "pin": PIN}
+            http, ws = await _screen_connect(url, bundle, hello, ssl_ctx)
+            watch = time.monotonic()
+            sdp = pc.localDescription.sdp
+            frame = wire.encode_client(ShareWatch(id=ref, share=share, sdp=sdp))
+            got = await _screen_ask(ws, frame, ref)
+            if got["t"] != "share_answer":
+                raise BenchError(f"share_watch refused: {got}")
+            drain = asyncio.ensure_future(_drain(ws))
+            await pc.setRemoteDescription(RTCSessionDescription(got["sdp"], "answer"))
+            try:
+                at, first = await asyncio.wait_for(picture, LATE_JOIN_TIMEOUT_S)
+            except TimeoutError:
+                return None
+            return at - start, at - watch, first.width, first.height, read_counter(first)
+        finally:
+            current[0] = None
+            if drain is not None:
+                drain.cancel()
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            if http is not None:
+                await http.close()
+            await pc.close()
+
+    async def main() -> None:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        # Loaded before the clock starts, as a client holds its bundle before it joins.
+        contexts = [load_bundle(Path(b)).client_ssl_context(Path(b)) for b, _ in viewers]
+        conn.send(("ready", len(viewers)))
+        pick = random.Random()
+        while await loop.run_in_executor(None, conn.recv) == "late":
+            results = []
+            for i, ((bundle, learner), ctx) in enumerate(zip(viewers, contexts, strict=True)):
+                await asyncio.sleep(pick.uniform(*LATE_JOIN_GAP_S))
+                results.append(await join(bundle, learner, ctx, f"late{i}"))
+            conn.send(results)
+
+    asyncio.run(main())
+
+
 def _screen_forwarder_main(conn: Any) -> None:
     """The baseline: a bare aiortc forwarder, aiortc's defaults: the publisher's track
     decoded once, and each viewer's sender encoding it again (``MediaRelay``)."""
@@ -2924,6 +3035,25 @@ def _screen_forwarder_main(conn: Any) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class LateJoin:
+    """One viewer who joined while the share ran: seconds to its first decoded picture."""
+
+    from_start_s: float | None
+    """From the start of joining (peer connection and offer, TLS connection with the
+    client certificate, hello) to the first decoded picture; None: no picture in time."""
+    from_watch_s: float | None
+    """From sending ``share_watch`` to the first decoded picture."""
+    picture_ok: bool
+    """The picture was the source's size and carried a frame counter the source drew
+    while the late viewers joined (a fresh picture, not a stale or broken one)."""
+
+    def __post_init__(self) -> None:
+        for value in (self.from_start_s, self.from_watch_s):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"a late join time must be a non-negative number, not {value}")
+
+
+@dataclass(frozen=True, slots=True)
 class ScreenRun:
     """One measured window: ``viewers`` watching, through the relay or the baseline."""
 
@@ -2934,6 +3064,8 @@ class ScreenRun:
     source_frames: int
     frames_received: int
     """By all viewers together."""
+    late_joins: tuple[LateJoin, ...] = ()
+    """Viewers who joined one at a time after the window, while ``viewers`` watched."""
 
     @property
     def cpu_fraction(self) -> float:
@@ -2983,8 +3115,11 @@ async def _screen_run(
     viewer_url: str | None,
     facility: Facility,
     forwarder: _Pipe | None,
+    late: Sequence[tuple[str, str]] = (),
 ) -> ScreenRun:
-    """Start a publisher and ``viewers`` viewers, measure one window, stop them."""
+    """Start a publisher and ``viewers`` viewers, measure one window; then, through the
+    relay, the ``late`` viewers (``(bundle, learner)`` each) join one at a time while the
+    others watch; stop them all."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -3025,6 +3160,10 @@ async def _screen_run(
             group = everyone[at : at + VIEWERS_PER_PROCESS]
             groups.append(start(_screen_viewers_main, "viewers", viewer_url, share, group))
             await _until_ready(groups[-1], await answer_as("watch"))
+        latecomers = None
+        if late and viewer_url is not None:
+            latecomers = start(_screen_late_main, "late viewers", viewer_url, share, list(late))
+            await _until_ready(latecomers, None)
         await asyncio.sleep(SCREEN_SETTLE_S)
 
         async def mark() -> tuple[float, float, int, int]:
@@ -3038,7 +3177,21 @@ async def _screen_run(
         t0, cpu0, sent0, got0 = await mark()
         await asyncio.sleep(seconds)
         t1, cpu1, sent1, got1 = await mark()
-        return ScreenRun(viewers, t1 - t0, cpu1 - cpu0, sent1 - sent0, got1 - got0)
+        joins: list[LateJoin] = []
+        if latecomers is not None:
+            latecomers.send("late")
+            within = len(late) * (LATE_JOIN_GAP_S[1] + LATE_JOIN_TIMEOUT_S + 30.0)
+            results = await latecomers.recv(within)
+            publisher.send("mark")
+            drawn = int(await publisher.recv(30.0))
+            for result in results:
+                if result is None:
+                    joins.append(LateJoin(None, None, False))
+                    continue
+                from_start, from_watch, width, height, counter = result
+                ok = (width, height) == (SCREEN_WIDTH, SCREEN_HEIGHT) and sent1 <= counter < drawn
+                joins.append(LateJoin(from_start, from_watch, ok))
+        return ScreenRun(viewers, t1 - t0, cpu1 - cpu0, sent1 - sent0, got1 - got0, tuple(joins))
     finally:
         for pipe in pipes:
             with contextlib.suppress(OSError, ValueError):
@@ -3078,12 +3231,15 @@ class ScreenOptions:
     seconds: float
     baseline: bool
     json: bool
+    late_viewers: int = DEFAULT_LATE_VIEWERS
 
     def __post_init__(self) -> None:
         if not self.viewers or any(not 1 <= n <= MAX_FANOUT for n in self.viewers):
             raise ValueError(f"--viewers: numbers from 1 to {MAX_FANOUT}, comma-separated")
         if not 0.5 <= self.seconds <= 600:
             raise ValueError("--seconds from 0.5 to 600")
+        if not 0 <= self.late_viewers <= MAX_LATE_VIEWERS:
+            raise ValueError(f"--late-viewers from 0 to {MAX_LATE_VIEWERS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -3098,6 +3254,35 @@ class ScreenReport:
 
     def _target_run(self) -> ScreenRun | None:
         return next((r for r in self.relay if r.viewers == TARGET_SCREEN_VIEWERS), None)
+
+    def _late_run(self) -> ScreenRun | None:
+        return next((r for r in self.relay if r.late_joins), None)
+
+    @property
+    def late_joins(self) -> tuple[LateJoin, ...]:
+        run = self._late_run()
+        return run.late_joins if run else ()
+
+    @property
+    def late_join_max_s(self) -> float | None:
+        """The slowest late viewer, from the start of joining; None if one had no picture."""
+        times = [j.from_start_s for j in self.late_joins]
+        if not times or any(t is None for t in times):
+            return None
+        return max(t for t in times if t is not None)
+
+    @property
+    def late_join_target_met(self) -> bool | None:
+        """Every late viewer saw a fresh picture within 2 s of starting to join (None when
+        no late viewers were measured)."""
+        if not self.late_joins:
+            return None
+        worst = self.late_join_max_s
+        return (
+            worst is not None
+            and worst <= TARGET_LATE_JOIN_S
+            and all(j.picture_ok for j in self.late_joins)
+        )
 
     @property
     def target_met(self) -> bool | None:
@@ -3133,11 +3318,15 @@ class ScreenReport:
                     "baseline_frames_received": b.frames_received if b else None,
                 }
             )
+        late = self.late_joins
+        from_watch = [j.from_watch_s for j in late]
+        late_run = self._late_run()
         return {
             "scenario": "screen",
             "shape": "viewers, relay_cpu_fraction, baseline_cpu_fraction and "
             "frames_delivered_ratio are lists, one entry per viewer count (same order); "
-            "runs has the same as one object per viewer count",
+            "runs has the same as one object per viewer count; late_join_s and "
+            "late_join_from_watch_s have one entry per late viewer (null: no picture)",
             "viewers": [r["viewers"] for r in runs],
             "relay_cpu_fraction": [r["relay_cpu_fraction"] for r in runs],
             "baseline_cpu_fraction": [r["baseline_cpu_fraction"] for r in runs],
@@ -3159,6 +3348,27 @@ class ScreenReport:
             "target_cpu_fraction": TARGET_SCREEN_CPU_FRACTION,
             "target_frames_delivered_ratio": TARGET_SCREEN_DELIVERED,
             "target_met": self.target_met,
+            "late_join_s": [num(j.from_start_s) for j in late],
+            "late_join_max_s": num(self.late_join_max_s),
+            "late_join_from_watch_s": [num(t) for t in from_watch],
+            "late_join_from_watch_max_s": (
+                num(max(t for t in from_watch if t is not None))
+                if from_watch and None not in from_watch
+                else None
+            ),
+            "late_join_pictures_ok": sum(1 for j in late if j.picture_ok),
+            "late_join_viewers_watching": late_run.viewers if late_run else None,
+            "late_join_is": "through the relay, after the measured window of the largest "
+            "viewer count, while those viewers watch: late viewers join one at a time, each "
+            f"after a random {LATE_JOIN_GAP_S[0]:g}-{LATE_JOIN_GAP_S[1]:g} s wait, and decode "
+            "(aiortc's VP8 decoder) until their first picture. late_join_s counts from the "
+            "start of joining: peer connection and offer, TLS connection with the client "
+            "certificate, hello, share_watch, ICE, DTLS, the keyframe, the decode (the "
+            "bundle is loaded before). late_join_from_watch_s counts from sending "
+            "share_watch. A picture is ok when it is the source's size and carries a frame "
+            "counter drawn during the late joins.",
+            "target_late_join_s": TARGET_LATE_JOIN_S,
+            "late_join_target_met": self.late_join_target_met,
             "seconds": self.seconds,
             "settle_s": SCREEN_SETTLE_S,
             "width": SCREEN_WIDTH,
@@ -3177,17 +3387,31 @@ async def _measure_screen(
     facility: Facility, opts: ScreenOptions, say: Callable[[str], None]
 ) -> tuple[tuple[ScreenRun, ...], tuple[ScreenRun, ...]]:
     relay_runs: list[ScreenRun] = []
+    most = max(opts.viewers)
+    late = [
+        (str(facility.machine_bundles[i]), facility.learners[i])
+        for i in range(most, most + opts.late_viewers)
+    ]
     async with _relay_subprocess(facility.home) as urls:
         assert urls.server_pid is not None
         for n in opts.viewers:
             run = await _screen_run(
-                n, opts.seconds, urls.server_pid, urls.sender, urls.receivers, facility, None
+                n,
+                opts.seconds,
+                urls.server_pid,
+                urls.sender,
+                urls.receivers,
+                facility,
+                None,
+                late if n == most else (),
             )
             relay_runs.append(run)
             say(
                 f"  relay, {n:>3} viewer(s): CPU {run.cpu_fraction:6.1%} of a core, "
                 f"{run.delivered_ratio:6.1%} of frames delivered"
             )
+            if run.late_joins:
+                say(f"  relay, {len(run.late_joins)} late viewer(s): {_late_summary(run)}")
     baseline_runs: list[ScreenRun] = []
     if opts.baseline:
         for n in opts.viewers:
@@ -3204,7 +3428,7 @@ async def _measure_screen(
 def run_screen(opts: ScreenOptions, say: Callable[[str], None]) -> ScreenReport:
     """Build a temporary facility; measure the relay's screen share and the baseline."""
     started = time.perf_counter()
-    most = max(opts.viewers)
+    most = max(opts.viewers) + opts.late_viewers
     with tempfile.TemporaryDirectory(prefix="relay-bench-screen-") as tmp:
         say(f"setting up a temporary facility with {most} machines and learners ...")
         setup = time.perf_counter()
@@ -3221,6 +3445,21 @@ def run_screen(opts: ScreenOptions, say: Callable[[str], None]) -> ScreenReport:
         audit_records=audit_records,
         setup_s=setup_s,
         total_s=time.perf_counter() - started,
+    )
+
+
+def _late_summary(run: ScreenRun) -> str:
+    """The late viewers' seconds to a first picture, as one line."""
+
+    def secs(values: list[float | None]) -> str:
+        return ", ".join("none" if v is None else f"{v:.2f}" for v in values)
+
+    joins = run.late_joins
+    ok = sum(1 for j in joins if j.picture_ok)
+    return (
+        f"first picture after {secs([j.from_start_s for j in joins])} s from the start of "
+        f"joining (offer, TLS, hello, share_watch); {secs([j.from_watch_s for j in joins])} s from "
+        f"share_watch; {ok} of {len(joins)} pictures fresh and whole"
     )
 
 
@@ -3256,6 +3495,20 @@ def render_screen(report: ScreenReport) -> str:
     lines.append(
         f"target: {TARGET_SCREEN_VIEWERS} viewers at <= {TARGET_SCREEN_CPU_FRACTION:.0%} of "
         f"one core with >= {TARGET_SCREEN_DELIVERED:.0%} of frames delivered: {verdict}"
+    )
+    late_run = report._late_run()
+    if late_run is not None:
+        lines.append(
+            f"late join ({len(late_run.late_joins)} viewers joining one at a time while "
+            f"{late_run.viewers} other(s) watch): {_late_summary(late_run)}"
+        )
+    met = report.late_join_target_met
+    verdict = "not measured" if met is None else "met" if met else "NOT met"
+    worst = report.late_join_max_s
+    slowest = "" if worst is None else f" (slowest {worst:.2f} s)"
+    lines.append(
+        f"target: a late viewer sees a picture within {TARGET_LATE_JOIN_S:g} s of starting "
+        f"to join, connecting included{slowest}: {verdict}"
     )
     lines.append(f"Took {report.total_s:.1f} s (set-up {report.setup_s:.1f} s).")
     return "\n".join(lines)
@@ -3294,11 +3547,22 @@ def screen_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"length of each measured window (default {DEFAULT_SCREEN_SECONDS:g})",
     )
+    p.add_argument(
+        "--late-viewers",
+        type=int,
+        default=DEFAULT_LATE_VIEWERS,
+        metavar="K",
+        help="viewers who join one at a time while the largest viewer count watches, timed "
+        f"to their first decoded picture (default {DEFAULT_LATE_VIEWERS}; 0: none)",
+    )
     p.add_argument("--no-baseline", action="store_true", help="measure the relay only")
     return p
 
 
-@scenario("screen", "screen share: relay CPU and frames delivered for 1, 10, 30 viewers")
+@scenario(
+    "screen",
+    "screen share: relay CPU and frames delivered for 1, 10, 30 viewers; late-join time",
+)
 def screen_main(argv: list[str]) -> int:
     try:
         args = screen_parser().parse_args(argv)
@@ -3310,6 +3574,7 @@ def screen_main(argv: list[str]) -> int:
             seconds=args.seconds,
             baseline=not args.no_baseline,
             json=args.json,
+            late_viewers=args.late_viewers,
         )
     except ValueError as exc:
         print(f"{PROG} screen: error: {exc}", file=sys.stderr)
@@ -3369,6 +3634,7 @@ __all__ = [
     "ChatReport",
     "EditorOptions",
     "EditorReport",
+    "LateJoin",
     "PolicyReport",
     "RunResult",
     "Scenario",

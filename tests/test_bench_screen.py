@@ -12,7 +12,7 @@ from relay import bench
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_screen_json(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["screen", "--json", "--viewers", "1", "--seconds", "2"]
+    argv = ["screen", "--json", "--viewers", "1", "--seconds", "2", "--late-viewers", "2"]
     assert bench.main(argv) == 0
     report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert report["scenario"] == "screen"
@@ -35,6 +35,21 @@ def test_screen_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert (report["width"], report["height"], report["fps"]) == (1280, 720, 10)
     # Every frame through the relay was recorded.
     assert report["audit_records"] > run["source_frames"]
+    # Two late viewers joined while the one watched, and each decoded a fresh picture.
+    assert report["late_join_viewers_watching"] == 1
+    assert report["target_late_join_s"] == 2.0
+    assert report["late_join_pictures_ok"] == 2
+    for key in ("late_join_s", "late_join_from_watch_s"):
+        assert len(report[key]) == 2, key
+        assert all(isinstance(v, float) and v > 0 for v in report[key]), key
+    assert report["late_join_max_s"] == max(report["late_join_s"])
+    assert report["late_join_from_watch_max_s"] == max(report["late_join_from_watch_s"])
+    # Joining includes connecting, so it is never shorter than from share_watch.
+    pairs = zip(report["late_join_s"], report["late_join_from_watch_s"], strict=True)
+    for whole, from_watch in pairs:
+        assert whole >= from_watch
+    assert isinstance(report["late_join_target_met"], bool)
+    assert "connection" in report["late_join_is"]
 
 
 def test_screen_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,6 +57,8 @@ def test_screen_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--viewers" in capsys.readouterr().err
     assert bench.main(["screen", "--viewers", "a,b"]) == 2
     assert bench.main(["screen", "--seconds", "0.1"]) == 2
+    assert bench.main(["screen", "--late-viewers", "-1"]) == 2
+    assert "--late-viewers" in capsys.readouterr().err
 
 
 def test_the_target_is_judged_at_thirty_viewers() -> None:
@@ -59,3 +76,36 @@ def test_the_target_is_judged_at_thirty_viewers() -> None:
     lossy = bench.ScreenReport((run(30, 0.3, 2000),), (), 10.0, 0, 0.0, 0.0)
     assert lossy.target_met is False
     assert "NOT met" in bench.render_screen(lossy)
+
+
+def test_late_joins_are_judged_on_the_slowest_viewer_connecting_included() -> None:
+    def run(*joins: bench.LateJoin) -> bench.ScreenRun:
+        return bench.ScreenRun(30, 10.0, 3.0, 100, 3000, joins)
+
+    quick = bench.LateJoin(0.8, 0.5, True)
+    none = bench.ScreenReport((run(),), (), 10.0, 0, 0.0, 0.0)
+    assert none.late_join_target_met is None
+    assert none.to_json()["late_join_s"] == []
+    assert "late viewer sees a picture within 2 s" in bench.render_screen(none)
+    met = bench.ScreenReport((run(quick, bench.LateJoin(1.9, 1.2, True)),), (), 10.0, 0, 0.0, 0.0)
+    assert met.late_join_target_met is True
+    doc = met.to_json()
+    assert doc["late_join_s"] == [0.8, 1.9]
+    assert doc["late_join_max_s"] == 1.9
+    assert doc["late_join_from_watch_max_s"] == 1.2
+    assert doc["late_join_viewers_watching"] == 30
+    # Within 2 s from share_watch is not enough: connecting counts.
+    slow = bench.ScreenReport((run(quick, bench.LateJoin(2.4, 1.5, True)),), (), 10.0, 0, 0.0, 0.0)
+    assert slow.late_join_target_met is False
+    assert "slowest 2.40 s): NOT met" in bench.render_screen(slow)
+    missed = bench.ScreenReport(
+        (run(quick, bench.LateJoin(None, None, False)),), (), 10.0, 0, 0.0, 0.0
+    )
+    assert missed.late_join_target_met is False
+    assert missed.to_json()["late_join_max_s"] is None
+    stale = bench.ScreenReport(
+        (run(quick, bench.LateJoin(0.9, 0.6, False)),), (), 10.0, 0, 0.0, 0.0
+    )
+    assert stale.late_join_target_met is False
+    with pytest.raises(ValueError, match="non-negative"):
+        bench.LateJoin(-1.0, 0.5, True)
