@@ -31,6 +31,9 @@ EDITOR_NUMBERS = (
 )
 
 
+CPU_FIGURES = frozenset({"cpu_us_per_update", "relay_cpu_us_per_update"})
+
+
 @pytest.mark.integration
 def test_editor_json(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["editor", "--json", "--learners", "3", "--updates", "30", "--repeat", "2"]
@@ -40,7 +43,11 @@ def test_editor_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["scenario"] == "editor"
     for key in EDITOR_NUMBERS:
         assert isinstance(report[key], int | float), key
-        assert report[key] > 0, key
+        if key in CPU_FIGURES:
+            # Process CPU time counts in clock ticks (10 ms): a run this small may read 0.
+            assert report[key] >= 0, key
+        else:
+            assert report[key] > 0, key
     assert report["learners"] == 3
     assert report["full_load_updates"] == 30
     assert report["typing_updates"] == 3 * 3  # 0.6 s at 5 characters a second, each
