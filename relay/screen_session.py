@@ -248,7 +248,7 @@ class ScreenShares:
             if track.kind == "video" and not arrived.done():
                 arrived.set_result(track)
 
-        answer = await self._answer(pc, msg.sdp)
+        answer = cap_bitrate(await self._answer(pc, msg.sdp), self.settings.bitrate)
         self.shares[share_id] = share
         self.asked.pop((session.id, who.pid), None)
         if not arrived.done():
@@ -488,6 +488,25 @@ class ScreenShares:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def cap_bitrate(sdp: str, bits_per_s: int) -> str:
+    """Ask the sharer to send at most ``bits_per_s``: ``b=AS`` (kbit/s) and ``b=TIAS``
+    (bit/s) in the video section of the relay's answer (browsers obey them; the relay's
+    own encoder enforces the limit on what viewers get either way)."""
+    lines = sdp.split("\r\n")
+    out: list[str] = []
+    in_video = False
+    for line in lines:
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        if in_video and line.startswith("b="):
+            continue  # ours replace any the answer had
+        out.append(line)
+        if in_video and line.startswith("c="):
+            out.append(f"b=AS:{max(1, bits_per_s // 1000)}")
+            out.append(f"b=TIAS:{bits_per_s}")
+    return "\r\n".join(out)
 
 
 def _short(exc: BaseException) -> str:

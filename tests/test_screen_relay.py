@@ -95,6 +95,9 @@ async def test_the_instructors_screen_reaches_learners_through_the_relay(
         candidates = [line for line in lines if line.startswith("a=candidate")]
         assert candidates
         assert all(" 127.0.0.1 " in c for c in candidates)
+        # The sharer is asked to keep to the facility's bitrate (browsers obey b=AS/TIAS).
+        assert "b=AS:1000" in lines
+        assert "b=TIAS:1000000" in lines
         started = await ada.recv_type("share_started")
         assert started["share"] == share
         assert started["by"] == "instructor:alice"
