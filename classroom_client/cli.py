@@ -76,6 +76,9 @@ from relay.messages import (
     ReviewOutcome,
     ServerMessage,
     SessionEnded,
+    ShareAsked,
+    ShareStarted,
+    ShareStopped,
     Welcome,
 )
 
@@ -158,6 +161,8 @@ class EventType(enum.Enum):
     HELD = "held"
     REVIEWED = "reviewed"
     ALERT = "alert"
+    SHARE = "share"
+    """Screen share started, stopped, or the instructor asking a learner to share."""
 
 
 _EVENT_TYPES: dict[type, EventType] = {
@@ -169,6 +174,9 @@ _EVENT_TYPES: dict[type, EventType] = {
     HeldNotice: EventType.HELD,
     Reviewed: EventType.REVIEWED,
     AlertNotice: EventType.ALERT,
+    ShareStarted: EventType.SHARE,
+    ShareStopped: EventType.SHARE,
+    ShareAsked: EventType.SHARE,
 }
 
 
@@ -294,6 +302,18 @@ def format_event(event: ServerMessage, now: float) -> str:
         )
     if isinstance(event, ErrorFrame):
         return f"[{clock(now)}] ! relay notice ({event.error}): {clean_text(event.text)}"
+    if isinstance(event, ShareStarted):
+        return f"[{clock(event.time)}] ▶ {event.by} started screen share {event.share}"
+    if isinstance(event, ShareStopped):
+        return (
+            f"[{clock(event.time)}] ■ screen share {event.share} stopped by {event.by}: "
+            f"{clean_text(event.reason)}"
+        )
+    if isinstance(event, ShareAsked):
+        return (
+            f"[{clock(event.time)}] ▶ {event.by} asks you to share your screen "
+            f"(until {clock(event.until)})"
+        )
     raise ValueError(f"{type(event).__name__} is not an event a client shows")
 
 
@@ -318,7 +338,9 @@ def event_record(event: ServerMessage, *, history: bool, now: float) -> dict[str
     adds ``approved_by`` and ``sent``. Review traffic: held (staff; ``hold``, ``id``,
     ``rule``, ``reason``, ``categories``, ``expires``), reviewed (``hold``, ``id``,
     ``outcome``, ``seq``; ``from`` is the reviewer, ``text`` the reason) and alert (staff;
-    ``id``, ``rule``, ``categories``; ``text`` is the reason).
+    ``id``, ``rule``, ``categories``; ``text`` is the reason). Screen share: ``share``
+    (``event`` started / stopped, ``from`` who; stopped: ``text`` the reason) and the
+    instructor asking you to share (``event`` asked, ``until``).
     """
     record: dict[str, Any] = {
         "type": event_type(event).value,
@@ -382,6 +404,21 @@ def event_record(event: ServerMessage, *, history: bool, now: float) -> dict[str
                 "id": event.ref,
                 "rule": event.rule,
                 "categories": list(event.categories),
+            }
+        )
+    elif isinstance(event, ShareStarted | ShareStopped):
+        record.update({"from": event.by, "time": utc_iso(event.time), "share": event.share})
+        if isinstance(event, ShareStopped):
+            record.update({"text": event.reason, "event": "stopped"})
+        else:
+            record["event"] = "started"
+    elif isinstance(event, ShareAsked):
+        record.update(
+            {
+                "from": event.by,
+                "time": utc_iso(event.time),
+                "event": "asked",
+                "until": utc_iso(event.until),
             }
         )
     elif isinstance(event, PresenceChange):

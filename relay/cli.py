@@ -1176,7 +1176,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=["chat", "presence", "hand", "session_ended", "error", "held", "reviewed", "alert"],
+        choices=[
+            "chat",
+            "presence",
+            "hand",
+            "session_ended",
+            "error",
+            "held",
+            "reviewed",
+            "alert",
+            "share",
+        ],
         help="show only these event types (repeatable)",
     )
     p.add_argument("--no-history", action="store_true", help="skip events before joining")

@@ -423,3 +423,24 @@ async def test_cli_share_stops_on_ctrl_c(facility: Facility, relay: Relay) -> No
         assert stopped.by == "instructor:alice", (stopped, stdout, stderr)
         assert stopped.reason == "stopped by its sharer (interrupted)"
         assert code == 130, (stdout, stderr)
+
+
+def test_listen_shows_share_events() -> None:
+    from classroom_client.cli import EventType, event_record, event_type, format_event
+    from relay.messages import ShareAsked, ShareStopped
+
+    started = ShareStarted(share="py101.s1-ab12", by="instructor:alice", time=1.0)
+    stopped = ShareStopped(share="py101.s1-ab12", by="staff:sam", reason="not now\x1b[2J", time=2.0)
+    asked = ShareAsked(by="instructor:alice", time=3.0, until=603.0)
+    assert {event_type(e) for e in (started, stopped, asked)} == {EventType.SHARE}
+    assert "instructor:alice started screen share py101.s1-ab12" in format_event(started, 0)
+    line = format_event(stopped, 0)
+    assert "stopped by staff:sam: not now\\u001b[2J" in line
+    assert "\x1b" not in line
+    assert "asks you to share your screen" in format_event(asked, 0)
+    record = event_record(stopped, history=False, now=0)
+    assert record["type"] == "share"
+    assert record["event"] == "stopped"
+    assert record["share"] == "py101.s1-ab12"
+    assert record["text"] == "not now\x1b[2J"
+    assert event_record(asked, history=False, now=0)["event"] == "asked"
