@@ -151,13 +151,11 @@ class ScreenShares:
         return share.session.conns_where(share.may_watch, exclude=exclude)
 
     def _record(
-        self, kind: EventKind, now: float, share: Share | None, who: Participant | None, **kw: Any
+        self, kind: EventKind, now: float, session: LiveSession, who: Participant, **kw: Any
     ) -> AuditEvent:
-        if who is None:
-            return AuditEvent(kind, now, share.session.id if share else None, RELAY, **kw)
+        """A record of ``who``'s share message in ``session``."""
         learner = who.name if who.machine is not None else None
-        session = share.session.id if share else kw.pop("session", None)
-        return AuditEvent(kind, now, session, who.pid, who.machine, learner, **kw)
+        return AuditEvent(kind, now, session.id, who.pid, who.machine, learner, **kw)
 
     def _ack(self, session: LiveSession, who: Participant, conn: int, ref: str) -> Delivery:
         ack = Ack(ref=ref, status=AckStatus.DELIVERED, seq=session.seq, time=self.clock())
@@ -196,9 +194,8 @@ class ScreenShares:
         record = self._record(
             EventKind.SCREEN_ASKED,
             now,
-            None,
+            session,
             who,
-            session=session.id,
             recipient=pid,
             msg_id=msg.id,
             detail=f"asked {pid} to show their screen",
@@ -260,7 +257,7 @@ class ScreenShares:
         record = self._record(
             EventKind.SCREEN_STARTED,
             now,
-            share,
+            session,
             who,
             msg_id=msg.id,
             decision="delivered",
@@ -358,7 +355,7 @@ class ScreenShares:
         record = self._record(
             EventKind.SCREEN_WATCHED,
             now,
-            share,
+            session,
             who,
             msg_id=msg.id,
             detail=f"share {share.id}",
