@@ -293,12 +293,6 @@ class ErrorCode(enum.Enum):
         "the WebRTC offer cannot be used",
         "offer exactly one video track (VP8), no data channels, as docs/protocol.md says",
     )
-    SHARE_LIMIT = _CodeInfo(
-        4473,
-        "share_limit",
-        "the shared video exceeds the facility's limit on resolution or frame rate",
-        "share a smaller screen or window, or lower the frame rate",
-    )
     AUDIT_UNAVAILABLE = _CodeInfo(
         4450,
         "audit_unavailable",
