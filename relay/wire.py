@@ -792,13 +792,13 @@ def encode_server(msg: ServerMessage) -> bytes:
 
 
 CLIENT_SIDE_LIMITS = Limits(
-    max_frame_bytes=4 * 1024 * 1024,
+    max_frame_bytes=8 * 1024 * 1024,
     max_array_len=100_000,
     max_map_len=64,
     max_depth=5,
     max_str_bytes=65_536,
     max_text_chars=65_536,
-    max_bin_bytes=4 * 1024 * 1024,
+    max_bin_bytes=8 * 1024 * 1024,
 )
 """Limits a client applies to what the relay sends (a welcome can list a big roster; a
 ``holds`` answer nests one level deeper than anything a client may send)."""
