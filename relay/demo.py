@@ -636,6 +636,12 @@ def _join_instructions(root: Path, relay: Relay, out: TextIO) -> None:
     {cc} --bundle {root / "pc-01.bundle"} --relay {addrs.inside_url} \\
         --learner l1001 --pin {LEARNERS[0][2]} listen {CLASS_ID} --json
 
+  share a test pattern as the instructor, and save what a learner sees:
+    {ic} --bundle {root / "ada.bundle"} --relay {addrs.outside_url} \\
+        share {CLASS_ID} --source testpattern --duration 60
+    {cc} --bundle {root / "pc-02.bundle"} --relay {addrs.inside_url} \\
+        --learner l1002 --pin {LEARNERS[1][2]} watch {CLASS_ID} --frames 3 --out {root / "shots"}
+
   the facility home (registry, schedule, audit log) is {root / "facility"};
   it is deleted when the demo stops. Stop with Ctrl-C.""",
         file=out,
