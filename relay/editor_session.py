@@ -210,21 +210,6 @@ class ClassEditor:
             return self._sync(who, conn, msg, now)
         return self._mode(who, conn, msg, now)
 
-    def _record(
-        self, kind: EventKind, now: float, who: Participant, ws: str, **kw: object
-    ) -> AuditEvent:
-        learner = who.name if who.machine is not None else None
-        return AuditEvent(
-            kind,
-            now,
-            self.session.id,
-            who.pid,
-            who.machine,
-            learner,
-            channel=ws,
-            **kw,  # type: ignore[arg-type]
-        )
-
     def _ack(self, who: Participant, conn: int, ack: Ack) -> Delivery:
         self.session.remember_ack(who.pid, ack)
         return Delivery(wire.encode_server(ack), (conn,))
@@ -236,11 +221,11 @@ class ClassEditor:
         except EditorError as err:
             raise AccessDenied(ErrorCode.BAD_UPDATE, err.detail) from err
         state = EditorState(ref=msg.id, ws=msg.ws, update=missing, sv=ws.state_vector())
-        record = self._record(
+        record = self.session.event(
             EventKind.EDITOR_SYNC,
             now,
             who,
-            msg.ws,
+            channel=msg.ws,
             msg_id=msg.id,
             detail=f"sent {len(missing)} bytes of state",
         )
@@ -258,11 +243,11 @@ class ClassEditor:
         event = EditorPresenceEvent(
             ws=msg.ws, who=who.pid, file=msg.file, anchor=anchor, head=head, time=now
         )
-        record = self._record(
+        record = self.session.event(
             EventKind.EDITOR_PRESENCE,
             now,
             who,
-            msg.ws,
+            channel=msg.ws,
             msg_id=msg.id,
             detail=f"{msg.file} {anchor}-{head}" if msg.file is not None else "no file open",
         )
@@ -292,8 +277,8 @@ class ClassEditor:
                 self.shared.pop(pid, None)
             self._shares += 1
             detail = f"{pid} {'shared with' if msg.shared else 'no longer shown to'} the class"
-        record = self._record(
-            EventKind.EDITOR_MODE, now, who, CLASS_WORKSPACE, msg_id=msg.id, detail=detail
+        record = self.session.event(
+            EventKind.EDITOR_MODE, now, who, channel=CLASS_WORKSPACE, msg_id=msg.id, detail=detail
         )
         ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=self.session.seq, time=now)
         mode = self.mode_frame(who.pid, now)
@@ -369,11 +354,11 @@ class ClassEditor:
             error=code.slug,
             text=code.text(err.detail + (_RELOAD if err.resync else "")),
         )
-        record = self._record(
+        record = self.session.event(
             EventKind.EDITOR_REFUSED,
             now,
             who,
-            msg.ws,
+            channel=msg.ws,
             msg_id=msg.id,
             decision="refused",
             error=code.slug,
@@ -468,11 +453,11 @@ class ClassEditor:
         deliveries.insert(1 if verdict.author_update else 0, self._ack(who, conn, ack))
         forward = verdict.forward
         deliveries.extend(self._to_others(ws, forward, who.pid, now, conn))
-        record = self._record(
+        record = self.session.event(
             record_kind,
             now,
             who,
-            ws,
+            channel=ws,
             msg_id=msg.id,
             decision=decision,
             rule=rule,

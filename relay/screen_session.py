@@ -22,7 +22,6 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -150,13 +149,6 @@ class ScreenShares:
     def _audience(self, share: Share, exclude: int = 0) -> tuple[int, ...]:
         return share.session.conns_where(share.may_watch, exclude=exclude)
 
-    def _record(
-        self, kind: EventKind, now: float, session: LiveSession, who: Participant, **kw: Any
-    ) -> AuditEvent:
-        """A record of ``who``'s share message in ``session``."""
-        learner = who.name if who.machine is not None else None
-        return AuditEvent(kind, now, session.id, who.pid, who.machine, learner, **kw)
-
     def _ack(self, session: LiveSession, who: Participant, conn: int, ref: str) -> Delivery:
         ack = Ack(ref=ref, status=AckStatus.DELIVERED, seq=session.seq, time=self.clock())
         session.remember_ack(who.pid, ack)
@@ -191,10 +183,9 @@ class ScreenShares:
         now = self.clock()
         until = now + self.settings.ask_valid_s
         self.asked[(session.id, pid)] = until
-        record = self._record(
+        record = session.event(
             EventKind.SCREEN_ASKED,
             now,
-            session,
             who,
             recipient=pid,
             msg_id=msg.id,
@@ -254,10 +245,9 @@ class ScreenShares:
             raise AccessDenied(ErrorCode.BAD_OFFER, "the offer carries no video track")
         self._start_fanout(share, arrived.result())
         audience = "the class" if share.for_class else "the instructor and staff"
-        record = self._record(
+        record = session.event(
             EventKind.SCREEN_STARTED,
             now,
-            session,
             who,
             msg_id=msg.id,
             decision="delivered",
@@ -352,10 +342,9 @@ class ScreenShares:
         local = pc.localDescription
         assert local is not None
         now = self.clock()
-        record = self._record(
+        record = session.event(
             EventKind.SCREEN_WATCHED,
             now,
-            session,
             who,
             msg_id=msg.id,
             detail=f"share {share.id}",

@@ -184,9 +184,10 @@ class LiveSession:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _event(
+    def event(
         self, kind: EventKind, now: float, who: Participant | None, **kw: object
     ) -> AuditEvent:
+        """A record of this class: what ``who`` (None: the class itself) did at ``now``."""
         if who is None:
             return AuditEvent(kind, now, self.info.id, **kw)  # type: ignore[arg-type]
         learner = who.name if who.machine is not None else None
@@ -301,7 +302,7 @@ class LiveSession:
         )
         deliveries = [Delivery(wire.encode_server(welcome), (conn,), tuple(replay))]
         events = [
-            self._event(
+            self.event(
                 EventKind.JOINED,
                 now,
                 who,
@@ -337,7 +338,7 @@ class LiveSession:
             seq=self._next_seq(), event=PresenceEvent.LEFT, who=participant_info(who), time=now
         )
         deliveries.append(self._sequence(presence, None))
-        event = self._event(EventKind.LEFT, now, who, detail=reason)
+        event = self.event(EventKind.LEFT, now, who, detail=reason)
         return Outcome((event,), tuple(deliveries))
 
     def refuse(
@@ -364,7 +365,7 @@ class LiveSession:
             text=code.text(detail),
         )
         self._remember_ack(who.pid, ack)
-        event = self._event(
+        event = self.event(
             EventKind.MESSAGE_REFUSED,
             now,
             who,
@@ -471,7 +472,7 @@ class LiveSession:
             if staff:
                 deliveries.append(Delivery(wire.encode_server(alert), staff))
         self._remember_ack(who.pid, ack)
-        record = self._event(
+        record = self.event(
             kind,
             now,
             who,
@@ -506,7 +507,7 @@ class LiveSession:
             hold=held.hold,
         )
         self._remember_ack(held.sender.pid, ack)
-        record = self._event(
+        record = self.event(
             EventKind.MESSAGE_HELD,
             now,
             held.sender,
@@ -604,7 +605,7 @@ class LiveSession:
             ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
             deliveries = [Delivery(wire.encode_server(ack), (conn,))]
         self._remember_ack(who.pid, ack)
-        record = self._event(
+        record = self.event(
             EventKind.HAND,
             now,
             who,
