@@ -57,6 +57,7 @@ from relay.auditlog import (
     segment_name,
 )
 from relay.errors import AuditError, AuditLogError, ConfigError
+from relay.limits import settings_from_table
 
 log = logging.getLogger("relay.audit")
 
@@ -105,27 +106,7 @@ class AuditSettings:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str) -> AuditSettings:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(unknown)} in [audit]; "
-                f"known keys are {', '.join(sorted(known))}"
-            )
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            default = known[key].default
-            if isinstance(default, float) and isinstance(value, int) and value is not True:
-                value = float(value)
-            if type(value) is not type(default):
-                raise ConfigError(
-                    f"{source}: [audit] {key} must be {type(default).__name__}, got {value!r}"
-                )
-            values[key] = value
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return settings_from_table(cls, data, source, "audit")
 
 
 DEFAULT_AUDIT_SETTINGS = AuditSettings()

@@ -8,9 +8,38 @@ documents each one and what happens when a peer exceeds it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from relay.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def settings_from_table(cls: type[T], data: dict[str, Any], source: str, table: str) -> T:
+    """A settings dataclass from a ``relay.toml`` table: known keys only, each of its
+    default's type (a whole number where a float is expected is taken); the class's own
+    checks run as it is built. Errors name ``source``, ``[table]`` and the key."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} in [{table}]; "
+            f"known keys are {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        default = known[key].default
+        if isinstance(default, float) and isinstance(value, int) and value is not True:
+            value = float(value)
+        if type(value) is not type(default):
+            raise ConfigError(
+                f"{source}: [{table}] {key} must be {type(default).__name__}, got {value!r}"
+            )
+        values[key] = value
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,11 @@ reading the configuration stays cheap; ``relay.screen_media`` does the media).""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from relay.errors import ConfigError
+from relay.limits import settings_from_table
 
 if TYPE_CHECKING:
     from relay.screen_media import ScreenLimits
@@ -61,27 +61,7 @@ class ScreenSettings:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str) -> ScreenSettings:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(unknown)} in [screen]; "
-                f"known keys are {', '.join(sorted(known))}"
-            )
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            default = known[key].default
-            if isinstance(default, float) and isinstance(value, int) and value is not True:
-                value = float(value)
-            if type(value) is not type(default):
-                raise ConfigError(
-                    f"{source}: [screen] {key} must be {type(default).__name__}, got {value!r}"
-                )
-            values[key] = value
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return settings_from_table(cls, data, source, "screen")
 
 
 DEFAULT_SCREEN_SETTINGS = ScreenSettings()
