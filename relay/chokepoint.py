@@ -390,13 +390,7 @@ class ChokePoint:
         """Share messages: checked like every message, then the relay's WebRTC end is
         made (awaited: this connection's next frames wait), then recorded and delivered."""
         try:
-            if session.state is SessionState.PAUSED:
-                raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
-            if conn.bucket is not None and not conn.bucket.take(now):
-                raise AccessDenied(
-                    ErrorCode.RATE_LIMITED,
-                    f"more than {self.state.limits.msgs_per_second:g} messages per second",
-                )
+            self._flow(conn, session, now, editor=False)
             outcome = await self.screens.handle(session, who, conn.id, msg, self.state.policy)
         except AccessDenied as refusal:
             outcome = session.refuse(who, conn.id, msg.id, refusal.code, refusal.detail, now)
@@ -536,26 +530,30 @@ class ChokePoint:
             return acked + snapshots + session.end(who.pid, msg.reason, now)
         if isinstance(msg, ReviewList | Review):
             return self._staff_review(conn, session, who, msg, now)
-        if session.state is SessionState.PAUSED:
-            raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
         if isinstance(msg, _EDITOR_TYPES):
-            if conn.editor_bucket is not None and not conn.editor_bucket.take(now):
-                raise AccessDenied(
-                    ErrorCode.RATE_LIMITED,
-                    f"more than {self.state.limits.editor_msgs_per_second:g} editor messages "
-                    "per second",
-                )
+            self._flow(conn, session, now, editor=True)
             return self.editor(session).handle(who, conn.id, msg, now, self.state.policy)
-        if conn.bucket is not None and not conn.bucket.take(now):
-            raise AccessDenied(
-                ErrorCode.RATE_LIMITED,
-                f"more than {self.state.limits.msgs_per_second:g} messages per second",
-            )
+        self._flow(conn, session, now, editor=False)
         if isinstance(msg, Chat):
             return self._chat(conn, session, who, msg, now)
         if isinstance(msg, Hand):
             return self._hand(conn, session, who, msg, now)
         raise AccessDenied(ErrorCode.UNKNOWN_TYPE, type(msg).__name__)  # pragma: no cover
+
+    def _flow(self, conn: Connection, session: LiveSession, now: float, *, editor: bool) -> None:
+        """Refuse a message while the class is paused, or over the connection's rate (its
+        editor messages have their own bucket)."""
+        if session.state is SessionState.PAUSED:
+            raise AccessDenied(ErrorCode.AUDIT_UNAVAILABLE, "the class is paused")
+        limits = self.state.limits
+        if editor:
+            bucket, rate, what = conn.editor_bucket, limits.editor_msgs_per_second, "editor "
+        else:
+            bucket, rate, what = conn.bucket, limits.msgs_per_second, ""
+        if bucket is not None and not bucket.take(now):
+            raise AccessDenied(
+                ErrorCode.RATE_LIMITED, f"more than {rate:g} {what}messages per second"
+            )
 
     def _chat(
         self, conn: Connection, session: LiveSession, who: Participant, msg: Chat, now: float
