@@ -56,7 +56,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import aiohttp
 import msgpack
@@ -483,54 +483,55 @@ def _retrieve(fut: asyncio.Future[None]) -> None:
         fut.exception()
 
 
-class _Peer:
-    """One client WebSocket and its reader task."""
+class _Failing(Protocol):
+    def fail(self, reason: str) -> None: ...
 
-    def __init__(self, name: str, ws: aiohttp.ClientWebSocketResponse, bench: _Bench) -> None:
+
+class _Reader:
+    """One client WebSocket and its reader task: the welcome, relay errors and a lost
+    connection are handled here; :meth:`_frame` (per benchmark) takes the rest."""
+
+    def __init__(self, name: str, ws: aiohttp.ClientWebSocketResponse, bench: Any) -> None:
         self.name = name
         self.ws = ws
         self.bench = bench
-        self.received = 0
-        """This run's messages this peer received (reset by :meth:`_Bench.run`)."""
         self.welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.welcome.add_done_callback(_retrieve)
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
+    def _frame(self, kind: object, frame: dict[str, Any], now: float) -> None:
+        """A frame other than ``welcome`` and ``error``."""
+
+    def _run(self) -> _Failing | None:
+        """The measured run in progress, told when this connection fails."""
+        return None
+
     async def _read(self) -> None:
         unpack = msgpack.unpackb
         clock = time.perf_counter
-        bench = self.bench
         async for msg in self.ws:
             if msg.type is not aiohttp.WSMsgType.BINARY:
                 continue
             now = clock()
             frame = unpack(msg.data)
             kind = frame.get("t")
-            probe = bench.probe
-            if kind == "chat":
-                if (
-                    probe is not None
-                    and self is not bench.sender
-                    and probe.delivered(frame.get("id"), now)
-                ):
-                    self.received += 1
-            elif kind == "ack":
-                if probe is not None:
-                    probe.acked(frame.get("ref"), frame.get("status"), frame.get("text"), now)
-            elif kind == "welcome":
+            if kind == "welcome":
                 if not self.welcome.done():
                     self.welcome.set_result(None)
             elif kind == "error":
                 self._lost(f"{frame.get('error')}: {frame.get('text')}")
-        if not bench.closing:
+            else:
+                self._frame(kind, frame, now)
+        if not self.bench.closing:
             self._lost(f"the connection closed (code {self.ws.close_code})")
 
     def _lost(self, reason: str) -> None:
         text = f"{self.name}: {reason}"
         if not self.welcome.done():
             self.welcome.set_exception(BenchError(text))
-        if self.bench.probe is not None:
-            self.bench.probe.fail(text)
+        run = self._run()
+        if run is not None:
+            run.fail(text)
         self.bench.problems.append(text)
 
     async def close(self) -> None:
@@ -539,6 +540,29 @@ class _Peer:
         self.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.reader
+
+
+class _Peer(_Reader):
+    """A chat participant: counts this run's messages it receives, and the sender's acks."""
+
+    def __init__(self, name: str, ws: aiohttp.ClientWebSocketResponse, bench: _Bench) -> None:
+        self.received = 0
+        """This run's messages this peer received (reset by :meth:`_Bench.run`)."""
+        super().__init__(name, ws, bench)
+
+    def _frame(self, kind: object, frame: dict[str, Any], now: float) -> None:
+        probe = self.bench.probe
+        if probe is None:
+            return
+        if kind == "chat":
+            if self is not self.bench.sender and probe.delivered(frame.get("id"), now):
+                self.received += 1
+        elif kind == "ack":
+            probe.acked(frame.get("ref"), frame.get("status"), frame.get("text"), now)
+
+    def _run(self) -> _Failing | None:
+        probe: _Probe | None = self.bench.probe
+        return probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -2151,65 +2175,31 @@ class _Typing:
         self.done.set()
 
 
-class _EditorPeer:
+class _EditorPeer(_Reader):
     """A participant's WebSocket and its reader: the instructor watches every learner's
     workspace (``editor_update``); a learner reads its acks."""
 
     def __init__(
         self, name: str, ws: aiohttp.ClientWebSocketResponse, bench: _EditorBench, index: int
     ) -> None:
-        self.name = name
-        self.ws = ws
-        self.bench = bench
         self.index = index
         """The learner's number (-1: the instructor)."""
-        self.welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.welcome.add_done_callback(_retrieve)
-        self.reader = asyncio.get_running_loop().create_task(self._read())
+        super().__init__(name, ws, bench)
 
-    async def _read(self) -> None:
-        unpack = msgpack.unpackb
-        clock = time.perf_counter
-        bench = self.bench
-        workspaces = bench.workspaces
-        async for msg in self.ws:
-            if msg.type is not aiohttp.WSMsgType.BINARY:
-                continue
-            now = clock()
-            frame = unpack(msg.data)
-            kind = frame.get("t")
-            run = bench.run_state
-            if kind == "editor_update":
-                i = workspaces.get(frame.get("ws"))
-                if self.index < 0 and i is not None and run is not None:
-                    run.watched(i, now)
-            elif kind == "ack":
-                if run is not None and self.index >= 0:
-                    run.acked(
-                        self.index, frame.get("ref"), frame.get("status"), frame.get("text"), now
-                    )
-            elif kind == "welcome":
-                if not self.welcome.done():
-                    self.welcome.set_result(None)
-            elif kind == "error":
-                self._lost(f"{frame.get('error')}: {frame.get('text')}")
-        if not bench.closing:
-            self._lost(f"the connection closed (code {self.ws.close_code})")
+    def _frame(self, kind: object, frame: dict[str, Any], now: float) -> None:
+        run = self.bench.run_state
+        if run is None:
+            return
+        if kind == "editor_update":
+            i = self.bench.workspaces.get(frame.get("ws"))
+            if self.index < 0 and i is not None:
+                run.watched(i, now)
+        elif kind == "ack" and self.index >= 0:
+            run.acked(self.index, frame.get("ref"), frame.get("status"), frame.get("text"), now)
 
-    def _lost(self, reason: str) -> None:
-        text = f"{self.name}: {reason}"
-        if not self.welcome.done():
-            self.welcome.set_exception(BenchError(text))
-        if self.bench.run_state is not None:
-            self.bench.run_state.fail(text)
-        self.bench.problems.append(text)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), timeout=2.0)
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.reader
+    def _run(self) -> _Failing | None:
+        run: _Typing | None = self.bench.run_state
+        return run
 
 
 @dataclass(frozen=True, slots=True)
