@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from relay import cli
 from relay.home import FacilityHome
 from relay.server import Relay, running_relay
+from tests.rawclient import Raw, raw_connect
 
 PINS = {"l1001": "1234", "l1002": "2345", "l1003": "3456", "l1009": "9999"}
 
@@ -130,3 +133,40 @@ def facility(_facility_template: Path) -> Iterator[Facility]:
 async def relay(facility: Facility) -> AsyncIterator[Relay]:
     async with running_relay(facility.home, outside=("127.0.0.1", 0), inside=("127.0.0.1", 0)) as r:
         yield r
+
+
+@contextlib.asynccontextmanager
+async def raw_joined(
+    f: Facility, r: Relay, who: str, machine: str | None = None
+) -> AsyncIterator[Raw]:
+    """A raw connection of ``who`` (``instructor:alice``, ``learner:l1001`` on
+    ``machine``, ``staff:sam``) that has joined py101: the welcome is already read."""
+    assert r.addresses is not None
+    role, _, name = who.partition(":")
+    if role == "learner":
+        assert machine is not None
+        url, bundle = r.addresses.inside_url, f.bundle(machine)
+        extra: dict[str, Any] = {"learner": name, "pin": PINS[name]}
+    elif role == "staff":
+        url, bundle, extra = r.addresses.inside_url, f.bundle(name), {}
+    else:
+        url, bundle, extra = r.addresses.outside_url, f.bundle(name), {}
+    async with raw_connect(url, bundle) as raw:
+        welcome = await raw.hello(**extra)
+        assert welcome["t"] == "welcome", welcome
+        yield raw
+
+
+async def eventually(check: Callable[[], bool], wait_s: float = 10.0) -> None:
+    """Wait (polling) until ``check()`` holds; fail the test after ``wait_s`` seconds."""
+    for _ in range(int(wait_s / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    assert check(), "condition not reached in time"
+
+
+def console_argv(f: Facility, r: Relay, *argv: str) -> list[str]:
+    """``instructor-console`` arguments for alice on the outside listener."""
+    assert r.addresses is not None
+    return ["--bundle", str(f.bundle("alice")), "--relay", r.addresses.outside_url, *argv]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from pycrdt import Doc, Map, Text
@@ -21,6 +20,7 @@ from relay.limits import Limits
 from relay.messages import AckStatus, EditorUpdateEvent
 from relay.server import Relay
 from tests.conftest import PINS, Facility
+from tests.conftest import eventually as wait_until
 
 WS = "class"
 MIXED = "héllo 😀 中文 wörld\n🎉 done"
@@ -240,13 +240,8 @@ def _learner(f: Facility, r: Relay, learner_id: str, machine: str) -> RelayClien
     )
 
 
-async def eventually(check: Callable[[], bool], wait_s: float = 5.0) -> None:
-    """Wait (bounded) until ``check()`` holds."""
-    for _ in range(int(wait_s / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    assert check(), "condition not reached in time"
+def eventually(check: Callable[[], bool]) -> Awaitable[None]:
+    return wait_until(check, wait_s=5.0)
 
 
 async def editor_frames(client: RelayClient, wait_s: float = 0.3) -> list[EditorUpdateEvent]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from instructor_console.cli import INSTRUCTOR_SIDE
 from relay.client import RelayClient
 from relay.messages import EditorModeEvent, EditorPresenceEvent
 from relay.server import Relay
-from tests.conftest import PINS, Facility
+from tests.conftest import PINS, Facility, console_argv, eventually
 
 Capture = pytest.CaptureFixture[str]
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,19 +201,6 @@ def _follow_argv(f: Facility, r: Relay, *extra: str) -> list[str]:
     ]
 
 
-def _console_argv(f: Facility, r: Relay, *argv: str) -> list[str]:
-    assert r.addresses is not None
-    return ["--bundle", str(f.bundle("alice")), "--relay", r.addresses.outside_url, *argv]
-
-
-async def eventually(check: Callable[[], bool], wait_s: float = 10.0) -> None:
-    for _ in range(int(wait_s / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    assert check(), "condition not reached in time"
-
-
 class _Out:
     """What a command running in a worker thread has printed so far (pytest's capture)."""
 
@@ -271,7 +257,7 @@ async def test_present_points_a_follower_at_a_file(
     out = _Out(capsys)
     async with _instructor_api(facility, relay) as setup:
         await setup.write_file("class", "loops.py", LOOPS)
-    present = _console_argv(
+    present = console_argv(
         facility,
         relay,
         "editor",
@@ -300,7 +286,7 @@ async def test_present_points_a_follower_at_a_file(
     finally:
         assert await asyncio.wait_for(presenting, 30) == 0, out.err
     # A file that is not there: refused before anything is sent.
-    missing = _console_argv(facility, relay, "editor", "py101", "present", "class", "nope.py")
+    missing = console_argv(facility, relay, "editor", "py101", "present", "class", "nope.py")
     assert await asyncio.to_thread(instructor_cli.main, missing) == 2
     out()
     assert "class has no file 'nope.py' (its files: loops.py)" in out.err
@@ -318,7 +304,7 @@ async def test_interactive_open_and_show(facility: Facility, relay: Relay) -> No
             sys.executable,
             "-m",
             "instructor_console.cli",
-            *_console_argv(facility, relay, "interactive", "py101"),
+            *console_argv(facility, relay, "interactive", "py101"),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

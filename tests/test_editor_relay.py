@@ -11,7 +11,6 @@ import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -19,8 +18,8 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from relay.server import Relay
-from tests.conftest import PINS, Facility
-from tests.rawclient import Raw, raw_connect
+from tests.conftest import Facility, raw_joined
+from tests.rawclient import Raw
 
 pytestmark = pytest.mark.integration
 
@@ -110,19 +109,7 @@ class Peer:
 async def joined(
     f: Facility, r: Relay, who: str, machine: str | None = None
 ) -> AsyncIterator[Peer]:
-    assert r.addresses is not None
-    role, _, name = who.partition(":")
-    if role == "learner":
-        assert machine is not None
-        bundle: Path = f.bundle(machine)
-        url, extra = r.addresses.inside_url, {"learner": name, "pin": PINS[name]}
-    elif role == "staff":
-        bundle, url, extra = f.bundle(name), r.addresses.inside_url, {}
-    else:
-        bundle, url, extra = f.bundle(name), r.addresses.outside_url, {}
-    async with raw_connect(url, bundle) as raw:
-        welcome = await raw.hello(**extra)
-        assert welcome["t"] == "welcome", welcome
+    async with raw_joined(f, r, who, machine) as raw:
         yield Peer(raw, who)
 
 

@@ -8,7 +8,6 @@ API clients (:class:`relay.client.RelayClient`) play the other participants. No 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from relay.client import RelayClient
 from relay.errors import ClientError
 from relay.messages import EditorModeEvent
 from relay.server import Relay
-from tests.conftest import PINS, Facility
+from tests.conftest import PINS, Facility, console_argv, eventually
 
 Capture = pytest.CaptureFixture[str]
 PHONE = "415-555-0134"
@@ -113,19 +112,6 @@ def _sync_argv(f: Facility, r: Relay, folder: Path, *extra: str) -> list[str]:
         *("--learner", "l1001", "--pin", PINS["l1001"]),
         *("sync", "py101", str(folder), *extra),
     ]
-
-
-def _console_argv(f: Facility, r: Relay, *argv: str) -> list[str]:
-    assert r.addresses is not None
-    return ["--bundle", str(f.bundle("alice")), "--relay", r.addresses.outside_url, *argv]
-
-
-async def eventually(check: Callable[[], bool], wait_s: float = 10.0) -> None:
-    for _ in range(int(wait_s / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    assert check(), "condition not reached in time"
 
 
 def _read(path: Path) -> str | None:
@@ -244,7 +230,7 @@ async def test_export_writes_the_learner_files(
         await ada.write_file(MINE, "main.py", "print('done')\n")
         await ada.write_file(MINE, "lib/tools.py", "X = 'ü'\n")
     target = tmp_path / "export"
-    argv = _console_argv(facility, relay, "export", "py101", "--learner", "l1001", str(target))
+    argv = console_argv(facility, relay, "export", "py101", "--learner", "l1001", str(target))
     code = await asyncio.to_thread(instructor_cli.main, argv)
     out, err = capsys.readouterr()
     assert code == 0, (out, err)
@@ -265,7 +251,7 @@ async def test_export_writes_the_learner_files(
     assert (target / "main.py").read_text() == "print('done')\n"
     assert f"unchanged {target / 'lib' / 'tools.py'}" in out
     # A learner not on the roster: refused by the relay.
-    argv = _console_argv(facility, relay, "export", "py101", "--learner", "l1009", str(target))
+    argv = console_argv(facility, relay, "export", "py101", "--learner", "l1009", str(target))
     code = await asyncio.to_thread(instructor_cli.main, argv)
     out, err = capsys.readouterr()
     assert code == 3
@@ -280,7 +266,7 @@ async def test_editor_commands(
     source.write_text("print('hello, class')\n")
     async with _learner_api(facility, relay, "l1001", "pc-01") as ada:
         await ada.editor_sync("class")
-        argv = _console_argv(
+        argv = console_argv(
             facility, relay, "editor", "py101", "put", "class", "hello.py", "--from", str(source)
         )
         assert await asyncio.to_thread(instructor_cli.main, argv) == 0
@@ -288,15 +274,15 @@ async def test_editor_commands(
         assert out.startswith("hello.py in class: delivered")
         await eventually(lambda: ada.editor.text("class", "hello.py") == "print('hello, class')\n")
         # get and ls
-        argv = _console_argv(facility, relay, "editor", "py101", "get", "class", "hello.py")
+        argv = console_argv(facility, relay, "editor", "py101", "get", "class", "hello.py")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 0
         assert capsys.readouterr().out == "print('hello, class')\n"
-        argv = _console_argv(facility, relay, "editor", "py101", "ls", "class")
+        argv = console_argv(facility, relay, "editor", "py101", "ls", "class")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 0
         assert capsys.readouterr().out.startswith("hello.py\t22 characters")
         # A phone number put by the instructor is redacted (the instructor's policy).
         source.write_text(f"# call {PHONE}\n")
-        argv = _console_argv(
+        argv = console_argv(
             facility, relay, "editor", "py101", "put", "class", "phone.py", "--from", str(source)
         )
         assert await asyncio.to_thread(instructor_cli.main, argv) == 0
@@ -307,14 +293,14 @@ async def test_editor_commands(
         await eventually(lambda: ada.editor.text("class", "phone.py") is not None)
         assert PHONE not in (ada.editor.text("class", "phone.py") or "")
         # Lecture mode on: the learner may not edit the class workspace.
-        argv = _console_argv(facility, relay, "editor", "py101", "lecture", "on")
+        argv = console_argv(facility, relay, "editor", "py101", "lecture", "on")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 0
         capsys.readouterr()
         await eventually(lambda: ada.editor_mode is not None and ada.editor_mode.lecture)
         acks = await ada.write_file("class", "hello.py", "mine now\n")
         assert acks[-1].error == "read_only"
         # Sharing a learner's workspace.
-        argv = _console_argv(facility, relay, "editor", "py101", "share", "l1002", "on")
+        argv = console_argv(facility, relay, "editor", "py101", "share", "l1002", "on")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 0
         capsys.readouterr()
         await eventually(
@@ -328,10 +314,10 @@ async def test_editor_commands(
         capsys.readouterr()
         await eventually(lambda: ada.editor_mode is not None and not ada.editor_mode.lecture)
         # Usage problems are refused before connecting.
-        argv = _console_argv(facility, relay, "editor", "py101", "put", "class", "../x.py")
+        argv = console_argv(facility, relay, "editor", "py101", "put", "class", "../x.py")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 2
         assert "'..'" in capsys.readouterr().err
-        argv = _console_argv(facility, relay, "editor", "py101", "get", "nobody:x", "a.py")
+        argv = console_argv(facility, relay, "editor", "py101", "get", "nobody:x", "a.py")
         assert await asyncio.to_thread(instructor_cli.main, argv) == 2
         assert "is not a workspace" in capsys.readouterr().err
 

@@ -4,8 +4,6 @@ media over real WebRTC (aiortc) to and from the relay."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,28 +11,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from relay.screen_media import TestPattern, ice_configuration, prefer_vp8
 from relay.server import Relay
-from tests.conftest import PINS, Facility
-from tests.rawclient import Raw, raw_connect
+from tests.conftest import Facility
+from tests.conftest import raw_joined as joined
+from tests.rawclient import Raw
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.asynccontextmanager
-async def joined(f: Facility, r: Relay, who: str, machine: str | None = None) -> AsyncIterator[Raw]:
-    assert r.addresses is not None
-    role, _, name = who.partition(":")
-    if role == "learner":
-        assert machine is not None
-        url, bundle = r.addresses.inside_url, f.bundle(machine)
-        extra: dict[str, Any] = {"learner": name, "pin": PINS[name]}
-    elif role == "staff":
-        url, bundle, extra = r.addresses.inside_url, f.bundle(name), {}
-    else:
-        url, bundle, extra = r.addresses.outside_url, f.bundle(name), {}
-    async with raw_connect(url, bundle) as raw:
-        welcome = await raw.hello(**extra)
-        assert welcome["t"] == "welcome", welcome
-        yield raw
 
 
 async def answer_to(raw: Raw, ref: str) -> dict[str, Any]:
