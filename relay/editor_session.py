@@ -339,21 +339,12 @@ class ClassEditor:
     ) -> Outcome:
         """An update the editor could not take: the author is put back, others kept in step."""
         code = _REFUSAL_CODES[err.refusal]
-        deliveries: list[Delivery] = []
         ws = self._spaces[msg.ws].ws
         forward = ws.diff(before) if ws.state_vector() != before else b""
-        if err.compensation:
-            fix = EditorUpdateEvent(msg.ws, err.compensation, RELAY_AUTHOR, now, ref=msg.id)
-            deliveries.append(Delivery(wire.encode_server(fix), (conn,)))
+        ack = _refused(msg.id, code, err.detail + (_RELOAD if err.resync else ""))
+        deliveries = self._to_author(who, conn, msg, now, err.compensation, ack)
         if forward:
             deliveries.extend(self._to_others(msg.ws, forward, RELAY_AUTHOR, now, conn))
-        ack = Ack(
-            ref=msg.id,
-            status=AckStatus.REFUSED,
-            code=code.number,
-            error=code.slug,
-            text=code.text(err.detail + (_RELOAD if err.resync else "")),
-        )
         record = self.session.event(
             EventKind.EDITOR_REFUSED,
             now,
@@ -366,9 +357,24 @@ class ClassEditor:
             delivered=b64(forward) if forward else None,
             policy_version=policy.version,
         )
-        # The author gets the relay's correction first, then the refusal.
-        deliveries.insert(1 if err.compensation else 0, self._ack(who, conn, ack))
         return Outcome((record,), tuple(deliveries))
+
+    def _to_author(
+        self,
+        who: Participant,
+        conn: int,
+        msg: EditorUpdate,
+        now: float,
+        correction: bytes,
+        ack: Ack,
+    ) -> list[Delivery]:
+        """To the author: the relay's correction of its copy (if any), then the ack."""
+        out: list[Delivery] = []
+        if correction:
+            fix = EditorUpdateEvent(msg.ws, correction, RELAY_AUTHOR, now, ref=msg.id)
+            out.append(Delivery(wire.encode_server(fix), (conn,)))
+        out.append(self._ack(who, conn, ack))
+        return out
 
     def _to_others(
         self, ws: str, update: bytes, by: str, now: float, conn: int
@@ -392,25 +398,18 @@ class ClassEditor:
     ) -> Outcome:
         ws = msg.ws
         kind = verdict.kind
-        deliveries: list[Delivery] = []
-        if verdict.author_update:
-            fix = EditorUpdateEvent(ws, verdict.author_update, RELAY_AUTHOR, now, ref=msg.id)
-            deliveries.append(Delivery(wire.encode_server(fix), (conn,)))
+        to_staff: list[Delivery] = []
         seq = self.session.seq
         categories = ",".join(verdict.categories) or None
         rules = ",".join(verdict.rules) if len(verdict.rules) > 1 else None
         rule = verdict.decision.rule if verdict.decision is not None else None
         if kind is EditVerdictKind.BLOCK:
             code = ErrorCode.POLICY_BLOCKED
-            ack = Ack(
-                ref=msg.id,
-                status=AckStatus.REFUSED,
-                code=code.number,
-                error=code.slug,
-                text=code.text(
-                    f"{verdict.reason}; the relay undid your change and no one else received it"
-                    + (_RELOAD if verdict.resync else "")
-                ),
+            ack = _refused(
+                msg.id,
+                code,
+                f"{verdict.reason}; the relay undid your change and no one else received it"
+                + (_RELOAD if verdict.resync else ""),
             )
             record_kind, decision = EventKind.EDITOR_REFUSED, "refused"
             error: str | None = code.slug
@@ -449,8 +448,8 @@ class ClassEditor:
                 )
                 staff = tuple(c for c in self.session.staff_conns() if c != conn)
                 if staff:
-                    deliveries.append(Delivery(wire.encode_server(alert), staff))
-        deliveries.insert(1 if verdict.author_update else 0, self._ack(who, conn, ack))
+                    to_staff.append(Delivery(wire.encode_server(alert), staff))
+        deliveries = self._to_author(who, conn, msg, now, verdict.author_update, ack) + to_staff
         forward = verdict.forward
         deliveries.extend(self._to_others(ws, forward, who.pid, now, conn))
         record = self.session.event(
@@ -500,6 +499,12 @@ class ClassEditor:
     def snapshots(self, now: float, why: str) -> tuple[AuditEvent, ...]:
         """A snapshot record of every workspace that changed since its last one."""
         return tuple(self._snapshot(t, now, why) for t in self._spaces.values() if t.changes > 0)
+
+
+def _refused(ref: str, code: ErrorCode, detail: str) -> Ack:
+    return Ack(
+        ref=ref, status=AckStatus.REFUSED, code=code.number, error=code.slug, text=code.text(detail)
+    )
 
 
 def _describe(applied: Applied, verdict: EditVerdict) -> str:
