@@ -210,10 +210,6 @@ class ClassEditor:
             return self._sync(who, conn, msg, now)
         return self._mode(who, conn, msg, now)
 
-    def _ack(self, who: Participant, conn: int, ack: Ack) -> Delivery:
-        self.session.remember_ack(who.pid, ack)
-        return Delivery(wire.encode_server(ack), (conn,))
-
     def _sync(self, who: Participant, conn: int, msg: EditorSync, now: float) -> Outcome:
         ws = self._space(who, msg.ws).ws
         try:
@@ -283,7 +279,9 @@ class ClassEditor:
         ack = Ack(ref=msg.id, status=AckStatus.DELIVERED, seq=self.session.seq, time=now)
         mode = self.mode_frame(who.pid, now)
         everyone = self.session.conns_where(lambda p: True, exclude=0)
-        return Outcome((record,), (self._ack(who, conn, ack), Delivery(mode, everyone)))
+        return Outcome(
+            (record,), (self.session.answer(who.pid, conn, ack), Delivery(mode, everyone))
+        )
 
     def mode_frame(self, by: str, now: float) -> bytes:
         event = EditorModeEvent(lecture=self.lecture, shared=tuple(self.shared), by=by, time=now)
@@ -373,7 +371,7 @@ class ClassEditor:
         if correction:
             fix = EditorUpdateEvent(msg.ws, correction, RELAY_AUTHOR, now, ref=msg.id)
             out.append(Delivery(wire.encode_server(fix), (conn,)))
-        out.append(self._ack(who, conn, ack))
+        out.append(self.session.answer(who.pid, conn, ack))
         return out
 
     def _to_others(

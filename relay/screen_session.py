@@ -151,8 +151,7 @@ class ScreenShares:
 
     def _ack(self, session: LiveSession, who: Participant, conn: int, ref: str) -> Delivery:
         ack = Ack(ref=ref, status=AckStatus.DELIVERED, seq=session.seq, time=self.clock())
-        session.remember_ack(who.pid, ack)
-        return Delivery(wire.encode_server(ack), (conn,))
+        return session.answer(who.pid, conn, ack)
 
     # -- messages -----------------------------------------------------------------------
 

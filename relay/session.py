@@ -247,17 +247,15 @@ class LiveSession:
             m.conn for m in self._members.values() if m.conn != exclude and visible(m.participant)
         )
 
-    def remember_ack(self, pid: str, ack: Ack) -> None:
-        """Keep ``ack`` so that a resent duplicate of its message gets it again."""
-        self._remember_ack(pid, ack)
-
-    def _remember_ack(self, pid: str, ack: Ack) -> None:
+    def answer(self, pid: str, conn: int, ack: Ack) -> Delivery:
+        """``ack`` to ``pid`` on ``conn``, kept so that a resent duplicate gets it again."""
         acks = self._acks.get(pid)
         if acks is None:
             acks = self._acks[pid] = OrderedDict()
         acks[ack.ref] = ack
         if len(acks) > self.limits.dedup_window:
             acks.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
+        return Delivery(wire.encode_server(ack), (conn,))
 
     def previous_ack(self, pid: str, msg_id: str) -> Ack | None:
         """The ack already given for ``msg_id`` by ``pid`` (a resent duplicate), if any."""
@@ -364,7 +362,7 @@ class LiveSession:
             error=code.slug,
             text=code.text(detail),
         )
-        self._remember_ack(who.pid, ack)
+        answer = self.answer(who.pid, conn, ack)
         event = self.event(
             EventKind.MESSAGE_REFUSED,
             now,
@@ -379,7 +377,7 @@ class LiveSession:
             channel=channel,
             recipient=recipient,
         )
-        return Outcome((event,), (Delivery(wire.encode_server(ack), (conn,)),))
+        return Outcome((event,), (answer,))
 
     def chat(
         self,
@@ -403,7 +401,7 @@ class LiveSession:
         event, visible = self._new_chat(who.pid, msg_id, channel, text, to, now)
         seq = event.seq
         ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq, time=now)
-        self._remember_ack(who.pid, ack)
+        answer = self.answer(who.pid, conn, ack)
         record = AuditEvent(
             EventKind.MESSAGE_DELIVERED,
             now,
@@ -422,10 +420,7 @@ class LiveSession:
         )
         # The sender gets the ack (with seq and time) instead of an echo of its own
         # message; everyone else the message is for gets the event.
-        deliveries = (
-            Delivery(wire.encode_server(ack), (conn,)),
-            self._sequence(event, visible, exclude=conn),
-        )
+        deliveries = (answer, self._sequence(event, visible, exclude=conn))
         return Outcome((record,), deliveries)
 
     def _noted_chat(
@@ -471,7 +466,7 @@ class LiveSession:
             staff = tuple(c for c in self.staff_conns() if c != conn)
             if staff:
                 deliveries.append(Delivery(wire.encode_server(alert), staff))
-        self._remember_ack(who.pid, ack)
+        answer = self.answer(who.pid, conn, ack)
         record = self.event(
             kind,
             now,
@@ -489,10 +484,7 @@ class LiveSession:
             delivered=text if note.original is not None else None,
             policy_version=policy_version,
         )
-        deliveries[:0] = [
-            Delivery(wire.encode_server(ack), (conn,)),
-            self._sequence(event, visible, exclude=conn),
-        ]
+        deliveries[:0] = [answer, self._sequence(event, visible, exclude=conn)]
         return Outcome((record,), tuple(deliveries))
 
     def hold(self, held: HeldMessage, conn: int, now: float, ack_text: str) -> Outcome:
@@ -506,7 +498,7 @@ class LiveSession:
             text=ack_text,
             hold=held.hold,
         )
-        self._remember_ack(held.sender.pid, ack)
+        answer = self.answer(held.sender.pid, conn, ack)
         record = self.event(
             EventKind.MESSAGE_HELD,
             now,
@@ -522,7 +514,7 @@ class LiveSession:
             hold=held.hold,
             policy_version=held.policy_version,
         )
-        deliveries = [Delivery(wire.encode_server(ack), (conn,))]
+        deliveries = [answer]
         staff = self.staff_conns()
         if staff:
             deliveries.append(Delivery(wire.encode_server(HeldNotice(held.info())), staff))
@@ -599,12 +591,11 @@ class LiveSession:
             hand = HandEvent(seq=self._next_seq(), who=target, raised=raised, time=now)
             seq = hand.seq
             ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
-            deliveries = [Delivery(wire.encode_server(ack), (conn,)), self._sequence(hand, None)]
+            deliveries = [self.answer(who.pid, conn, ack), self._sequence(hand, None)]
         else:
             seq = self.seq
             ack = Ack(ref=msg_id, status=AckStatus.DELIVERED, seq=seq)
-            deliveries = [Delivery(wire.encode_server(ack), (conn,))]
-        self._remember_ack(who.pid, ack)
+            deliveries = [self.answer(who.pid, conn, ack)]
         record = self.event(
             EventKind.HAND,
             now,
